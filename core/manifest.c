@@ -1,0 +1,432 @@
+/*
+ * manifest.c - manifest.json, the public description of a checkpoint.
+ *
+ * Parses the untrusted text into a sorted array of records, refusing what
+ * ckpt(5) says a reader must refuse (wrong format, unknown version,
+ * malformed records, duplicate paths) and ignoring keys it does not know.
+ * The records only say what an entry must be; whether it is served is the
+ * index's and the policy's decision.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+#define KEY(j, lit) ((j)->str_len == sizeof(lit) - 1 && \
+		     memcmp((j)->str, lit, sizeof(lit) - 1) == 0)
+
+struct pool {
+	char *p;
+	size_t len, cap;
+};
+
+/* Appends and returns the offset; offsets stay valid across realloc. */
+static int64_t pool_add(struct pool *pl, const char *s, size_t n)
+{
+	size_t off = pl->len;
+
+	if (pl->len + n + 1 > pl->cap) {
+		size_t cap = pl->cap ? pl->cap : 4096;
+		char *p;
+
+		while (cap < pl->len + n + 1)
+			cap *= 2;
+		p = realloc(pl->p, cap);
+		if (!p)
+			return -ENOMEM;
+		pl->p = p;
+		pl->cap = cap;
+	}
+	memcpy(pl->p + off, s, n);
+	pl->p[off + n] = '\0';
+	pl->len += n + 1;
+	return (int64_t)off;
+}
+
+static int bad(struct ckpt_err *err, const char *why)
+{
+	return ckpt_err_set(err, -EINVAL, "manifest", NULL, 0,
+			    "manifest.json is invalid: %s", why);
+}
+
+int parse_rfc3339(const char *s, size_t len, int64_t *out)
+{
+	struct tm tm = { 0 };
+	const char *p = s, *e = s + len;
+	int64_t frac = 0, scale = 1000000000;
+	int n = 0, off_min = 0;
+	char buf[24];
+
+	if (len < 20 || len >= 64)
+		return -EINVAL;
+	memcpy(buf, s, 19);
+	buf[19] = '\0';
+	if (sscanf(buf, "%4d-%2d-%2dT%2d:%2d:%2d%n", &tm.tm_year, &tm.tm_mon,
+		   &tm.tm_mday, &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &n) != 6 ||
+	    n != 19 || tm.tm_mon < 1 || tm.tm_mon > 12 || tm.tm_mday < 1 ||
+	    tm.tm_mday > 31 || tm.tm_hour > 23 || tm.tm_min > 59 ||
+	    tm.tm_sec > 60)
+		return -EINVAL;
+	p += 19;
+	if (p < e && *p == '.') {
+		p++;
+		if (p >= e || *p < '0' || *p > '9')
+			return -EINVAL;
+		/* Digits past the nanosecond are accepted and dropped. */
+		for (; p < e && *p >= '0' && *p <= '9'; p++)
+			if (scale > 1)
+				scale /= 10, frac += (*p - '0') * scale;
+	}
+	if (p < e && (*p == 'Z' || *p == 'z')) {
+		p++;
+	} else if (e - p == 6 && (*p == '+' || *p == '-') && p[3] == ':') {
+		int h = (p[1] - '0') * 10 + (p[2] - '0');
+		int m = (p[4] - '0') * 10 + (p[5] - '0');
+		if (h < 0 || h > 23 || m < 0 || m > 59)
+			return -EINVAL;
+		off_min = (h * 60 + m) * (*p == '-' ? -1 : 1);
+		p += 6;
+	} else {
+		return -EINVAL;
+	}
+	if (p != e)
+		return -EINVAL;
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	*out = ((int64_t)timegm(&tm) - off_min * 60) * 1000000000 + frac;
+	return 0;
+}
+
+void ckpt_format_time(int64_t ns, char out[40])
+{
+	time_t s = (time_t)(ns / 1000000000);
+	long frac = (long)(ns % 1000000000);
+	struct tm tm;
+
+	if (frac < 0)
+		frac += 1000000000, s--;
+	char buf[96];
+	size_t n;
+
+	gmtime_r(&s, &tm);
+	n = (size_t)snprintf(buf, sizeof(buf),
+			     "%04d-%02d-%02dT%02d:%02d:%02d.%09ldZ",
+			     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday,
+			     tm.tm_hour, tm.tm_min, tm.tm_sec, frac);
+	n = n < 39 ? n : 39;
+	memcpy(out, buf, n);
+	out[n] = '\0';
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Record fields are kept as pool offsets while the pool may still move. */
+struct raw {
+	struct mentry m;
+	int64_t path_off, target_off;
+	bool has_path, known_type;
+};
+
+static int parse_entry(struct json *j, struct pool *pl, struct raw *r,
+		       struct ckpt_err *err)
+{
+	enum json_tok t;
+	int64_t v;
+
+	memset(r, 0, sizeof(*r));
+	r->target_off = -1;
+	while ((t = json_next(j)) == JSON_KEY) {
+		enum { F_PATH, F_TYPE, F_MODE, F_SIZE, F_MTIME, F_HASH,
+		       F_TARGET, F_OTHER } f = F_OTHER;
+		if (KEY(j, "path"))
+			f = F_PATH;
+		else if (KEY(j, "type"))
+			f = F_TYPE;
+		else if (KEY(j, "mode"))
+			f = F_MODE;
+		else if (KEY(j, "size"))
+			f = F_SIZE;
+		else if (KEY(j, "mtime_ns"))
+			f = F_MTIME;
+		else if (KEY(j, "xxh3_128"))
+			f = F_HASH;
+		else if (KEY(j, "target"))
+			f = F_TARGET;
+		t = json_next(j);
+		if (f == F_OTHER) {
+			if (json_skip(j, t) < 0)
+				return bad(err, j->why ? j->why : "bad value");
+			continue;
+		}
+		if (f == F_PATH || f == F_TYPE || f == F_HASH ||
+		    f == F_TARGET) {
+			if (t != JSON_STRING)
+				return bad(err, "entry field is not a string");
+		} else if (t != JSON_NUMBER || json_int64(j, &v) < 0) {
+			return bad(err, "entry field is not an integer");
+		}
+		switch (f) {
+		case F_PATH:
+		case F_TARGET: {
+			int64_t off = pool_add(pl, j->str, j->str_len);
+			if (off < 0)
+				return ckpt_err_set(err, -ENOMEM, "limit", NULL,
+						    0, "out of memory");
+			if (j->str_len > UINT32_MAX)
+				return bad(err, "path too long");
+			if (f == F_PATH) {
+				r->path_off = off;
+				r->m.len = (uint32_t)j->str_len;
+				r->has_path = true;
+			} else {
+				r->target_off = off;
+				r->m.target_len = (uint32_t)j->str_len;
+			}
+			break;
+		}
+		case F_TYPE:
+			r->known_type = true;
+			if (KEY(j, "file"))
+				r->m.type = CKPT_FILE;
+			else if (KEY(j, "dir"))
+				r->m.type = CKPT_DIR;
+			else if (KEY(j, "symlink"))
+				r->m.type = CKPT_SYMLINK;
+			else
+				r->known_type = false; /* a later version's */
+			break;
+		case F_MODE:
+			if (v < 0 || v > 07777)
+				return bad(err, "mode out of range");
+			r->m.mode = (uint16_t)v;
+			r->m.has_mode = 1;
+			break;
+		case F_SIZE:
+			if (v < 0)
+				return bad(err, "negative size");
+			r->m.size = (uint64_t)v;
+			r->m.has_size = 1;
+			break;
+		case F_MTIME:
+			r->m.mtime_ns = v;
+			break;
+		case F_HASH:
+			if (j->str_len != 32)
+				return bad(err, "xxh3_128 is not 32 hex digits");
+			for (int i = 0; i < 16; i++) {
+				int hi = hexval(j->str[2 * i]);
+				int lo = hexval(j->str[2 * i + 1]);
+				if (hi < 0 || lo < 0)
+					return bad(err, "xxh3_128 is not hex");
+				r->m.hash[i] = (uint8_t)(hi << 4 | lo);
+			}
+			r->m.has_hash = 1;
+			break;
+		default:
+			break;
+		}
+	}
+	if (t != JSON_OBJ_END)
+		return bad(err, j->why ? j->why : "bad entry");
+	if (!r->has_path)
+		return bad(err, "entry without a path");
+	return 0;
+}
+
+static int cmp_mentry(const void *x, const void *y)
+{
+	const struct mentry *a = x, *b = y;
+	size_t n = a->len < b->len ? a->len : b->len;
+	int c = memcmp(a->path, b->path, n);
+
+	return c ? c : (a->len > b->len) - (a->len < b->len);
+}
+
+static int parse_entries(struct json *j, struct manifest *m, struct pool *pl,
+			 struct ckpt_err *err)
+{
+	struct raw *raw = NULL, r;
+	size_t n = 0, cap = 0;
+	enum json_tok t;
+	int rc = 0;
+
+	while ((t = json_next(j)) == JSON_OBJ_BEGIN) {
+		rc = parse_entry(j, pl, &r, err);
+		if (rc < 0)
+			goto out;
+		if (!r.known_type)
+			continue;
+		if (n == cap) {
+			struct raw *nr;
+			cap = cap ? cap * 2 : 256;
+			nr = realloc(raw, cap * sizeof(*raw));
+			if (!nr) {
+				rc = ckpt_err_set(err, -ENOMEM, "limit", NULL,
+						  0, "out of memory");
+				goto out;
+			}
+			raw = nr;
+		}
+		raw[n++] = r;
+	}
+	if (t != JSON_ARR_END) {
+		rc = bad(err, j->why ? j->why : "entries is not an array of "
+						"objects");
+		goto out;
+	}
+	m->entries = calloc(n ? n : 1, sizeof(*m->entries));
+	if (!m->entries) {
+		rc = ckpt_err_set(err, -ENOMEM, "limit", NULL, 0,
+				  "out of memory");
+		goto out;
+	}
+	for (size_t i = 0; i < n; i++) {
+		m->entries[i] = raw[i].m;
+		m->entries[i].path = pl->p + raw[i].path_off;
+		if (raw[i].target_off >= 0)
+			m->entries[i].target = pl->p + raw[i].target_off;
+	}
+	m->nentries = n;
+	qsort(m->entries, n, sizeof(*m->entries), cmp_mentry);
+	for (size_t i = 1; i < n; i++)
+		if (cmp_mentry(&m->entries[i - 1], &m->entries[i]) == 0) {
+			rc = ckpt_err_set(err, -EINVAL, "duplicate",
+					  m->entries[i].path, m->entries[i].len,
+					  "manifest lists a path twice");
+			goto out;
+		}
+	m->has_entries = true;
+out:
+	free(raw);
+	return rc;
+}
+
+/* A short string field, copied out of the parser's buffer. */
+static int take_string(struct json *j, enum json_tok t, char **dst,
+		       struct ckpt_err *err)
+{
+	if (t == JSON_NULL)
+		return 0;
+	if (t != JSON_STRING || j->str_len > 1024 ||
+	    memchr(j->str, '\0', j->str_len))
+		return bad(err, "a string field is malformed");
+	free(*dst);
+	*dst = strdup(j->str);
+	return *dst ? 0 : ckpt_err_set(err, -ENOMEM, "limit", NULL, 0,
+				       "out of memory");
+}
+
+int manifest_parse(const char *text, size_t len, struct manifest *m,
+		   struct ckpt_err *err)
+{
+	struct json j;
+	struct pool pl = { 0 };
+	enum json_tok t;
+	bool format_ok = false;
+	int rc = 0;
+	int64_t v;
+
+	memset(m, 0, sizeof(*m));
+	m->version = -1;
+	json_init(&j, text, len);
+	if (json_next(&j) != JSON_OBJ_BEGIN) {
+		rc = bad(err, "not a JSON object");
+		goto out;
+	}
+	while (rc == 0 && (t = json_next(&j)) == JSON_KEY) {
+		if (KEY(&j, "format")) {
+			t = json_next(&j);
+			format_ok = t == JSON_STRING && KEY(&j, "ckpt");
+		} else if (KEY(&j, "version")) {
+			t = json_next(&j);
+			if (t != JSON_NUMBER || json_int64(&j, &v) < 0 ||
+			    v < 0 || v > 1000000)
+				rc = bad(err, "version is not an integer");
+			else
+				m->version = (int)v;
+		} else if (KEY(&j, "created")) {
+			t = json_next(&j);
+			/* An unparsable time is not fatal: the archive's
+			 * file time stands in, as ckpt(5) says. */
+			if (t == JSON_STRING)
+				parse_rfc3339(j.str, j.str_len, &m->created_ns);
+			else
+				rc = json_skip(&j, t) < 0 ? bad(err, "bad created")
+							  : 0;
+		} else if (KEY(&j, "name")) {
+			rc = take_string(&j, json_next(&j), &m->name, err);
+		} else if (KEY(&j, "origin")) {
+			rc = take_string(&j, json_next(&j), &m->origin, err);
+		} else if (KEY(&j, "parent")) {
+			rc = take_string(&j, json_next(&j), &m->parent, err);
+		} else if (KEY(&j, "entries")) {
+			/* Records point into the pool, which only one
+			 * entries array may grow. */
+			if (m->has_entries)
+				rc = bad(err, "entries given twice");
+			else if (json_next(&j) != JSON_ARR_BEGIN)
+				rc = bad(err, "entries is not an array");
+			else
+				rc = parse_entries(&j, m, &pl, err);
+		} else if (json_skip(&j, json_next(&j)) < 0) {
+			rc = bad(err, j.why ? j.why : "bad value");
+		}
+	}
+	if (rc < 0)
+		goto out;
+	if (t != JSON_OBJ_END || json_next(&j) != JSON_END) {
+		rc = bad(err, j.why ? j.why : "not a single JSON object");
+		goto out;
+	}
+	if (!format_ok) {
+		rc = bad(err, "\"format\" is not \"ckpt\"");
+		goto out;
+	}
+	if (m->version != 1) {
+		rc = ckpt_err_set(err, -EINVAL, "manifest-version", NULL, 0,
+				  "manifest version %d is not supported (this "
+				  "reader knows version 1)", m->version);
+		goto out;
+	}
+	m->pool = pl.p;
+	pl.p = NULL;
+out:
+	json_fini(&j);
+	if (rc < 0) {
+		free(pl.p);
+		manifest_free(m);
+	}
+	return rc;
+}
+
+void manifest_free(struct manifest *m)
+{
+	free(m->entries);
+	free(m->pool);
+	free(m->name);
+	free(m->origin);
+	free(m->parent);
+	memset(m, 0, sizeof(*m));
+}
+
+const struct mentry *manifest_find(const struct manifest *m, const char *path,
+				   size_t len)
+{
+	struct mentry key = { .path = path, .len = (uint32_t)len };
+
+	if (!m->has_entries)
+		return NULL;
+	return bsearch(&key, m->entries, m->nentries, sizeof(key), cmp_mentry);
+}

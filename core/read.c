@@ -1,0 +1,371 @@
+/*
+ * read.c - the content of one entry, read through a per-open cursor.
+ *
+ * Stored entries are read straight from the archive at their data offset.
+ * Deflated entries are inflated forward by a cursor that keeps the last
+ * RING bytes, so a sequential reader (or the kernel's slightly reordered
+ * readahead) never inflates anything twice; a read behind the ring
+ * restarts from the start of the entry.  Memory per reader is bounded by
+ * RING + INBUF whatever the entry's size.  The CRC and the manifest's
+ * xxh3-128 are checked before the last byte of an entry is returned, so
+ * content that fails them is never returned whole.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+#include <zlib.h>
+
+#include "internal.h"
+
+#define RING (256u * 1024)
+#define INBUF (64u * 1024)
+#define CHUNK (64u * 1024) /* most output produced per inflate call */
+#define SEG (128u * 1024)  /* most output copied per ring refill */
+
+struct ckpt_reader {
+	struct ckpt_archive *a; /* one reference, held until close */
+	uint32_t node;
+	const struct node *n;
+	uint64_t data; /* offset of the entry's data in the archive */
+	pthread_mutex_t lock;
+
+	/* Verification, protected by lock: vpos bytes from 0 have gone
+	 * through crc and xs, in order. */
+	uint64_t vpos;
+	uint32_t crc;
+	XXH3_state_t *xs; /* NULL when the manifest has no hash */
+
+	/* Deflate only, protected by lock.  The output is vpos too. */
+	z_stream zs;
+	bool zinit;
+	int failed; /* sticky negative errno */
+	uint64_t in_used;
+	size_t ring_size, in_size;
+	uint8_t *ring, *in;
+};
+
+static int fail(struct ckpt_reader *r, int code, const char *rule,
+		const char *why, struct ckpt_err *err)
+{
+	char path[4096];
+	int len = node_path(r->a, r->node, path, sizeof(path));
+
+	return ckpt_err_set(err, code, rule, path, len > 0 ? (size_t)len : 0,
+			    "%s", why);
+}
+
+static int pread_all(int fd, void *buf, size_t len, uint64_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n = pread(fd, (char *)buf + done, len - done,
+				  (off_t)(off + done));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return -EIO; /* an error, or truncated under us */
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+static bool verified(const struct ckpt_reader *r)
+{
+	return atomic_load(&r->a->verified[r->node]) == VERIFY_GOOD;
+}
+
+static void vreset(struct ckpt_reader *r)
+{
+	r->vpos = 0;
+	r->crc = 0;
+	if (r->xs)
+		XXH3_128bits_reset(r->xs);
+}
+
+static void vupdate(struct ckpt_reader *r, const uint8_t *p, size_t n)
+{
+	if (!verified(r)) {
+		r->crc = (uint32_t)crc32(r->crc, p, (uInt)n);
+		if (r->xs)
+			XXH3_128bits_update(r->xs, p, n);
+	}
+	r->vpos += n;
+}
+
+/* All size bytes have gone through the sums: judge them. */
+static int vfinish(struct ckpt_reader *r, struct ckpt_err *err)
+{
+	bool ok = r->crc == r->n->z.crc;
+
+	if (verified(r))
+		return 0;
+	if (ok && r->xs) {
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(r->xs));
+		ok = memcmp(c.digest, r->a->hashes[r->n->u.file.hash], 16) == 0;
+	}
+	atomic_store(&r->a->verified[r->node], ok ? VERIFY_GOOD : VERIFY_BAD);
+	if (!ok)
+		return fail(r, -EIO, "crc",
+			    "content does not match its CRC or hash", err);
+	return 0;
+}
+
+int ckpt_reader_open(struct ckpt_archive *a, uint32_t node,
+		     struct ckpt_reader **out, struct ckpt_err *err)
+{
+	struct ckpt_reader *r;
+	char path[4096];
+	int64_t data;
+	int len;
+
+	if (node >= a->nnodes || a->nodes[node].type != CKPT_FILE)
+		return -EINVAL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->a = a;
+	r->node = node;
+	r->n = &a->nodes[node];
+	len = node_path(a, node, path, sizeof(path));
+	data = len < 0 ? len
+		       : zip_data_offset(a->fd, &r->n->z, path, (size_t)len,
+					 err);
+	if (data < 0) {
+		/* A local header that contradicts the central directory
+		 * means the archive cannot be trusted at all. */
+		if (err)
+			archive_poison(a, err);
+		free(r);
+		return -EIO;
+	}
+	r->data = (uint64_t)data;
+	if (r->n->u.file.hash != NO_HASH && !verified(r)) {
+		r->xs = XXH3_createState();
+		if (!r->xs)
+			goto nomem;
+		XXH3_128bits_reset(r->xs);
+	}
+	if (r->n->z.method == ZIP_METHOD_DEFLATE) {
+		/* Small entries get small buffers: the whole content fits
+		 * the ring, so nothing is ever inflated twice. */
+		r->ring_size = r->n->z.size < RING ? (size_t)r->n->z.size + 1
+						   : RING;
+		r->in_size = r->n->z.csize < INBUF ? (size_t)r->n->z.csize + 1
+						   : INBUF;
+		r->ring = malloc(r->ring_size);
+		r->in = malloc(r->in_size);
+		if (!r->ring || !r->in || inflateInit2(&r->zs, -MAX_WBITS) != Z_OK)
+			goto nomem;
+		r->zinit = true;
+	}
+	pthread_mutex_init(&r->lock, NULL);
+	ckpt_archive_ref(a);
+	*out = r;
+	return 0;
+nomem:
+	XXH3_freeState(r->xs);
+	free(r->ring);
+	free(r->in);
+	free(r);
+	return -ENOMEM;
+}
+
+void ckpt_reader_close(struct ckpt_reader *r)
+{
+	if (!r)
+		return;
+	if (r->zinit)
+		inflateEnd(&r->zs);
+	XXH3_freeState(r->xs);
+	free(r->ring);
+	free(r->in);
+	pthread_mutex_destroy(&r->lock);
+	ckpt_archive_unref(r->a);
+	free(r);
+}
+
+/* Reads the whole stored entry once through the sums, for a reader whose
+ * reads did not come in order. */
+static int verify_stored(struct ckpt_reader *r, struct ckpt_err *err)
+{
+	uint8_t buf[64 * 1024];
+	uint64_t size = r->n->z.size;
+
+	vreset(r);
+	while (r->vpos < size) {
+		size_t n = size - r->vpos < sizeof(buf) ? size - r->vpos
+							: sizeof(buf);
+		if (pread_all(r->a->fd, buf, n, r->data + r->vpos) < 0)
+			return fail(r, -EIO, "io", "archive unreadable", err);
+		vupdate(r, buf, n);
+	}
+	return vfinish(r, err);
+}
+
+static ssize_t read_stored(struct ckpt_reader *r, uint8_t *buf, size_t n,
+			   uint64_t off, struct ckpt_err *err)
+{
+	uint64_t size = r->n->z.size;
+	int rc = 0;
+
+	if (pread_all(r->a->fd, buf, n, r->data + off) < 0)
+		return fail(r, -EIO, "io", "archive unreadable or truncated",
+			    err);
+	if (verified(r))
+		return (ssize_t)n;
+	pthread_mutex_lock(&r->lock);
+	if (off <= r->vpos && r->vpos < off + n)
+		vupdate(r, buf + (r->vpos - off), (size_t)(off + n - r->vpos));
+	if (off + n == size)
+		rc = r->vpos == size ? vfinish(r, err) : verify_stored(r, err);
+	pthread_mutex_unlock(&r->lock);
+	return rc < 0 ? rc : (ssize_t)n;
+}
+
+static int refill(struct ckpt_reader *r, struct ckpt_err *err)
+{
+	size_t n = r->in_size;
+
+	if (r->in_used == r->n->z.csize)
+		return fail(r, -EIO, "crc", "compressed data ends early", err);
+	if (n > r->n->z.csize - r->in_used)
+		n = (size_t)(r->n->z.csize - r->in_used);
+	if (pread_all(r->a->fd, r->in, n, r->data + r->in_used) < 0)
+		return fail(r, -EIO, "io", "archive unreadable or truncated",
+			    err);
+	r->in_used += n;
+	r->zs.next_in = r->in;
+	r->zs.avail_in = (uInt)n;
+	return 0;
+}
+
+/* At the declared size: the stream must end exactly here.  A stream that
+ * would produce more proves the header lied; nothing past the declared
+ * size is ever handed out. */
+static int check_end(struct ckpt_reader *r, int zr, struct ckpt_err *err)
+{
+	uint8_t probe;
+
+	while (zr != Z_STREAM_END) {
+		if (r->zs.avail_in == 0) {
+			int rc = refill(r, err);
+			if (rc < 0)
+				return rc;
+		}
+		r->zs.next_out = &probe;
+		r->zs.avail_out = 1;
+		zr = inflate(&r->zs, Z_NO_FLUSH);
+		/* Z_BUF_ERROR with input left means no progress is
+		 * possible: a malformed stream, not a reason to loop. */
+		if ((zr != Z_OK && zr != Z_STREAM_END &&
+		     (zr != Z_BUF_ERROR || r->zs.avail_in > 0)) ||
+		    r->zs.avail_out == 0)
+			return fail(r, -EIO, "crc",
+				    "content longer than its declared size",
+				    err);
+	}
+	return vfinish(r, err);
+}
+
+/* Inflates at most CHUNK more bytes into the ring. */
+static int inflate_some(struct ckpt_reader *r, struct ckpt_err *err)
+{
+	uint64_t size = r->n->z.size;
+	size_t pos = (size_t)(r->vpos % r->ring_size);
+	size_t room = r->ring_size - pos;
+	size_t made;
+	int zr;
+
+	if (room > CHUNK)
+		room = CHUNK;
+	if (room > size - r->vpos)
+		room = (size_t)(size - r->vpos);
+	if (r->zs.avail_in == 0) {
+		int rc = refill(r, err);
+		if (rc < 0)
+			return rc;
+	}
+	r->zs.next_out = r->ring + pos;
+	r->zs.avail_out = (uInt)room;
+	zr = inflate(&r->zs, Z_NO_FLUSH);
+	made = room - r->zs.avail_out;
+	if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
+		return fail(r, -EIO, "crc", "corrupt compressed data", err);
+	if (zr == Z_STREAM_END && r->vpos + made < size)
+		return fail(r, -EIO, "crc",
+			    "content shorter than its declared size", err);
+	vupdate(r, r->ring + pos, made);
+	if (r->vpos == size)
+		return check_end(r, zr, err);
+	return 0;
+}
+
+static int rewind_inflate(struct ckpt_reader *r)
+{
+	if (inflateReset(&r->zs) != Z_OK)
+		return -EIO;
+	r->zs.avail_in = 0;
+	r->in_used = 0;
+	vreset(r);
+	return 0;
+}
+
+static ssize_t read_deflated(struct ckpt_reader *r, uint8_t *buf, size_t n,
+			     uint64_t off, struct ckpt_err *err)
+{
+	size_t done = 0;
+	int rc = 0;
+
+	pthread_mutex_lock(&r->lock);
+	if (r->failed) {
+		rc = fail(r, r->failed, "crc", "entry failed earlier", err);
+		goto out;
+	}
+	while (done < n) {
+		uint64_t at = off + done;
+		size_t seg = n - done < SEG ? n - done : SEG;
+		uint64_t lo = r->vpos > r->ring_size ? r->vpos - r->ring_size
+						     : 0;
+
+		if (at < lo && (rc = rewind_inflate(r)) < 0)
+			break;
+		while (r->vpos < at + seg && (rc = inflate_some(r, err)) == 0)
+			;
+		if (rc < 0)
+			break;
+		for (size_t k = 0; k < seg;) {
+			size_t p = (size_t)((at + k) % r->ring_size);
+			size_t c = r->ring_size - p < seg - k ? r->ring_size - p
+							      : seg - k;
+			memcpy(buf + done + k, r->ring + p, c);
+			k += c;
+		}
+		done += seg;
+	}
+	if (rc < 0)
+		r->failed = rc;
+out:
+	pthread_mutex_unlock(&r->lock);
+	return rc < 0 ? rc : (ssize_t)n;
+}
+
+ssize_t ckpt_reader_pread(struct ckpt_reader *r, void *buf, size_t size,
+			  uint64_t off, struct ckpt_err *err)
+{
+	uint64_t total = r->n->z.size;
+
+	if (atomic_load(&r->a->verified[r->node]) == VERIFY_BAD)
+		return fail(r, -EIO, "crc", "content does not match its CRC "
+					    "or hash", err);
+	if (off >= total || size == 0)
+		return 0;
+	if (size > total - off)
+		size = (size_t)(total - off);
+	if (r->n->z.method == ZIP_METHOD_STORE)
+		return read_stored(r, buf, size, off, err);
+	return read_deflated(r, buf, size, off, err);
+}

@@ -1,0 +1,750 @@
+/*
+ * ops.c - the FUSE low-level operations.
+ *
+ * The op contract, written once: every op replies exactly once, with an
+ * entry, attributes, data or an errno; it asks core what exists and never
+ * judges a name itself.  Inode numbers given to the kernel ("nodeids")
+ * are (archive instance id << 32 | node): a replaced checkpoint gets a
+ * new instance id, so a nodeid is never reused for other content and the
+ * kernel may cache everything under it for as long as it likes.  The
+ * st_ino users see is (checkpoint key << 32 | node), stable across
+ * remounts.  Nodeids below 2^32 are the fixed entries of enum INO_*.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include "ckptfs.h"
+
+#define LATEST "latest"
+#define XATTR_HASH "user.ckpt.xxh128"
+#define XATTR_ORIGIN "user.ckpt.origin"
+#define XATTR_CREATED "user.ckpt.created"
+#define XATTR_PARENT "user.ckpt.parent"
+
+static struct ckptfs *fs_of(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static fuse_ino_t nodeid(const struct ckpt_archive *a, uint32_t node)
+{
+	return (fuse_ino_t)ckpt_archive_id(a) << 32 | node;
+}
+
+/* The archive and node behind a nodeid, with a reference to release;
+ * -ESTALE once the checkpoint was replaced or removed. */
+static int resolve(struct ckptfs *fs, fuse_ino_t ino, struct ckpt_archive **a,
+		   uint32_t *node)
+{
+	if (ino >> 32 == 0)
+		return -ENOENT;
+	*node = (uint32_t)ino;
+	return ckpt_store_get_id(fs->store, (uint32_t)(ino >> 32), a);
+}
+
+static void set_time(struct stat *st, int64_t ns)
+{
+	st->st_mtim.tv_sec = ns / 1000000000;
+	st->st_mtim.tv_nsec = ns % 1000000000;
+	st->st_atim = st->st_ctim = st->st_mtim;
+}
+
+static void fixed_attr(struct ckptfs *fs, fuse_ino_t ino, struct stat *st,
+		       size_t size)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = ino;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_nlink = 2;
+	st->st_mode = S_IFDIR | 0555;
+	if (ino == INO_STATUS) {
+		st->st_mode = S_IFREG | 0444;
+		st->st_nlink = 1;
+	} else if (ino == INO_LATEST) {
+		st->st_mode = S_IFLNK | 0777;
+		st->st_nlink = 1;
+	} else if (ino == INO_ROOT) {
+		st->st_nlink = 4;
+	}
+	st->st_size = (off_t)size;
+	st->st_blksize = 4096;
+	set_time(st, fs->mount_ns);
+}
+
+static int archive_attr(struct ckptfs *fs, const struct ckpt_archive *a,
+			uint32_t node, struct stat *st)
+{
+	struct ckpt_stat cs;
+	int rc = ckpt_archive_stat(a, node, &cs);
+
+	if (rc < 0)
+		return rc;
+	memset(st, 0, sizeof(*st));
+	st->st_ino = (ino_t)ckpt_archive_key(a) << 32 | node;
+	st->st_mode = cs.mode | (cs.type == CKPT_DIR       ? S_IFDIR
+				 : cs.type == CKPT_SYMLINK ? S_IFLNK
+							   : S_IFREG);
+	st->st_nlink = cs.nlink;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_size = (off_t)cs.size;
+	st->st_blocks = (blkcnt_t)((cs.size + 511) / 512);
+	st->st_blksize = 4096;
+	set_time(st, node == CKPT_NODE_ROOT ? ckpt_archive_created_ns(a)
+					    : cs.mtime_ns);
+	return 0;
+}
+
+/* The newest checkpoint's link text, "snapshots/NAME". */
+static int latest_target(struct ckptfs *fs, char *buf, size_t size)
+{
+	struct ckpt_archive *a;
+	int rc = ckpt_store_latest(fs->store, &a);
+
+	if (rc < 0)
+		return rc;
+	rc = snprintf(buf, size, "snapshots/%s", ckpt_archive_name(a));
+	ckpt_archive_unref(a);
+	return rc;
+}
+
+static int status_text(struct ckptfs *fs, char **text, size_t *len)
+{
+	*text = ckpt_store_status(fs->store, len);
+	return *text ? 0 : -ENOMEM;
+}
+
+static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
+{
+	struct ckpt_archive *a;
+	uint32_t node;
+	char buf[300];
+	int rc;
+
+	switch (ino) {
+	case INO_ROOT:
+	case INO_SNAPSHOTS:
+	case INO_CONTROL:
+		fixed_attr(fs, ino, st, 0);
+		return 0;
+	case INO_STATUS: {
+		char *text;
+		size_t len;
+		rc = status_text(fs, &text, &len);
+		if (rc == 0)
+			fixed_attr(fs, ino, st, len);
+		free(text);
+		return rc;
+	}
+	case INO_LATEST:
+		rc = latest_target(fs, buf, sizeof(buf));
+		if (rc >= 0)
+			fixed_attr(fs, ino, st, (size_t)rc);
+		return rc < 0 ? rc : 0;
+	}
+	rc = resolve(fs, ino, &a, &node);
+	if (rc < 0)
+		return rc;
+	rc = archive_attr(fs, a, node, st);
+	ckpt_archive_unref(a);
+	return rc;
+}
+
+/* Fixed entries that change (status, latest) must not be cached. */
+static double attr_timeout(struct ckptfs *fs, fuse_ino_t ino)
+{
+	return ino == INO_STATUS || ino == INO_LATEST ? 0 : fs->timeout;
+}
+
+static void reply_entry(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ckptfs *fs = fs_of(req);
+	struct fuse_entry_param e = { 0 };
+	int rc = getattr_ino(fs, ino, &e.attr);
+
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	e.ino = ino;
+	e.attr_timeout = attr_timeout(fs, ino);
+	e.entry_timeout = ino == INO_LATEST ? 0 : fs->timeout;
+	fuse_reply_entry(req, &e);
+}
+
+static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
+			     const char *name)
+{
+	struct ckptfs *fs = fs_of(req);
+	struct ckpt_archive *a;
+	uint32_t dir, node;
+	int rc;
+
+	switch (parent) {
+	case INO_ROOT:
+		if (strcmp(name, "snapshots") == 0)
+			return reply_entry(req, INO_SNAPSHOTS);
+		if (strcmp(name, ".ckptfs") == 0)
+			return reply_entry(req, INO_CONTROL);
+		if (strcmp(name, LATEST) == 0)
+			return reply_entry(req, INO_LATEST);
+		fuse_reply_err(req, ENOENT);
+		return;
+	case INO_CONTROL:
+		if (strcmp(name, "status") == 0)
+			return reply_entry(req, INO_STATUS);
+		fuse_reply_err(req, ENOENT);
+		return;
+	case INO_SNAPSHOTS:
+		/* Not cached when absent: a checkpoint may arrive any time. */
+		rc = ckpt_store_get(fs->store, name, &a, NULL);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		reply_entry(req, nodeid(a, CKPT_NODE_ROOT));
+		ckpt_archive_unref(a);
+		return;
+	}
+	rc = resolve(fs, parent, &a, &dir);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	rc = ckpt_archive_lookup(a, dir, name, strlen(name), &node);
+	if (rc == -ENOENT) {
+		/* Inside a checkpoint nothing appears later: let the kernel
+		 * remember the absence too. */
+		struct fuse_entry_param e = { .entry_timeout = fs->timeout };
+		fuse_reply_entry(req, &e);
+	} else if (rc < 0) {
+		fuse_reply_err(req, -rc);
+	} else {
+		reply_entry(req, nodeid(a, node));
+	}
+	ckpt_archive_unref(a);
+}
+
+static void ckptfs_op_getattr(fuse_req_t req, fuse_ino_t ino,
+			      struct fuse_file_info *fi)
+{
+	struct ckptfs *fs = fs_of(req);
+	struct stat st;
+	int rc = getattr_ino(fs, ino, &st);
+
+	(void)fi;
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_attr(req, &st, attr_timeout(fs, ino));
+}
+
+static void ckptfs_op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ckptfs *fs = fs_of(req);
+	struct ckpt_archive *a;
+	char buf[4096];
+	uint32_t node;
+	ssize_t rc;
+
+	if (ino == INO_LATEST) {
+		rc = latest_target(fs, buf, sizeof(buf));
+	} else {
+		rc = resolve(fs, ino, &a, &node);
+		if (rc == 0) {
+			rc = ckpt_archive_readlink(a, node, buf, sizeof(buf));
+			ckpt_archive_unref(a);
+		}
+	}
+	if (rc < 0)
+		fuse_reply_err(req, (int)-rc);
+	else
+		fuse_reply_readlink(req, buf);
+}
+
+/* ---- directories ------------------------------------------------------ */
+
+static void ckptfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
+			      struct fuse_file_info *fi)
+{
+	struct ckptfs *fs = fs_of(req);
+	struct ckpt_archive *a = NULL;
+	uint32_t node;
+	int rc;
+
+	if (ino >> 32) {
+		/* The handle pins the archive: a listing in progress keeps
+		 * the content it started on. */
+		rc = resolve(fs, ino, &a, &node);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		fi->cache_readdir = 1;
+		fi->keep_cache = 1;
+	}
+	fi->fh = (uintptr_t)a;
+	fuse_reply_open(req, fi);
+}
+
+static void ckptfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
+				 struct fuse_file_info *fi)
+{
+	(void)ino;
+	ckpt_archive_unref((struct ckpt_archive *)(uintptr_t)fi->fh);
+	fuse_reply_err(req, 0);
+}
+
+/* Adds one entry; returns false when the buffer is full. */
+static bool add_entry(fuse_req_t req, char *buf, size_t size, size_t *pos,
+		      bool plus, const char *name, fuse_ino_t ino, off_t next)
+{
+	struct ckptfs *fs = fs_of(req);
+	struct fuse_entry_param e = { 0 };
+	size_t n;
+
+	if (getattr_ino(fs, ino, &e.attr) < 0)
+		return true; /* vanished meanwhile: skip it */
+	if (plus) {
+		e.ino = ino;
+		e.attr_timeout = attr_timeout(fs, ino);
+		e.entry_timeout = ino == INO_LATEST ? 0 : fs->timeout;
+		n = fuse_add_direntry_plus(req, buf + *pos, size - *pos, name,
+					   &e, next);
+	} else {
+		n = fuse_add_direntry(req, buf + *pos, size - *pos, name,
+				      &e.attr, next);
+	}
+	if (n > size - *pos)
+		return false;
+	*pos += n;
+	return true;
+}
+
+static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
+		       size_t *pos, off_t off, bool plus)
+{
+	struct ckptfs *fs = fs_of(req);
+	struct ckpt_archive *a;
+	char tmp[300];
+
+	if (ino == INO_ROOT) {
+		static const char *const names[] = { "snapshots", ".ckptfs",
+						     LATEST };
+		static const fuse_ino_t inos[] = { INO_SNAPSHOTS, INO_CONTROL,
+						   INO_LATEST };
+		for (off_t i = off; i < 3; i++) {
+			if (inos[i] == INO_LATEST &&
+			    latest_target(fs, tmp, sizeof(tmp)) < 0)
+				continue; /* an empty store has no latest */
+			if (!add_entry(req, buf, size, pos, plus, names[i],
+				       inos[i], i + 1))
+				return;
+		}
+	} else if (ino == INO_CONTROL) {
+		if (off == 0)
+			add_entry(req, buf, size, pos, plus, "status",
+				  INO_STATUS, 1);
+	} else if (ino == INO_SNAPSHOTS) {
+		size_t p = (size_t)off;
+		while (ckpt_store_next(fs->store, &p, &a) == 0) {
+			bool ok = add_entry(req, buf, size, pos, plus,
+					    ckpt_archive_name(a),
+					    nodeid(a, CKPT_NODE_ROOT),
+					    (off_t)p + 1);
+			ckpt_archive_unref(a);
+			if (!ok)
+				return;
+			p++;
+		}
+	}
+}
+
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi, bool plus)
+{
+	struct ckpt_archive *a = (struct ckpt_archive *)(uintptr_t)fi->fh;
+	char *buf = malloc(size);
+	size_t pos = 0;
+
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (!a) {
+		list_fixed(req, ino, buf, size, &pos, off, plus);
+	} else {
+		uint32_t dir = (uint32_t)ino, node;
+		const char *name;
+		size_t len;
+		char nm[256];
+
+		for (uint32_t i = (uint32_t)off;
+		     ckpt_archive_child(a, dir, i, &node, &name, &len) == 0;
+		     i++) {
+			memcpy(nm, name, len);
+			nm[len] = '\0';
+			if (!add_entry(req, buf, size, &pos, plus, nm,
+				       nodeid(a, node), (off_t)i + 1))
+				break;
+		}
+	}
+	fuse_reply_buf(req, buf, pos);
+	free(buf);
+}
+
+static void ckptfs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
+			      off_t off, struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, false);
+}
+
+static void ckptfs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+				  off_t off, struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, true);
+}
+
+/* ---- files ------------------------------------------------------------ */
+
+struct text {
+	char *buf;
+	size_t len;
+};
+
+static void ckptfs_op_open(fuse_req_t req, fuse_ino_t ino,
+			   struct fuse_file_info *fi)
+{
+	struct ckptfs *fs = fs_of(req);
+	struct ckpt_reader *r;
+	struct ckpt_archive *a;
+	struct ckpt_err err = { 0 };
+	uint32_t node;
+	int rc;
+
+	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+		fuse_reply_err(req, ino >> 32 ? EROFS : EPERM);
+		return;
+	}
+	if (ino == INO_STATUS) {
+		/* A snapshot of the status, so one read(2) loop sees one
+		 * consistent text. */
+		struct text *t = calloc(1, sizeof(*t));
+		if (!t || status_text(fs, &t->buf, &t->len) < 0) {
+			free(t);
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
+		fi->fh = (uintptr_t)t;
+		fi->direct_io = 1;
+		fuse_reply_open(req, fi);
+		return;
+	}
+	rc = resolve(fs, ino, &a, &node);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	rc = ckpt_reader_open(a, node, &r, &err);
+	ckpt_archive_unref(a);
+	if (rc < 0) {
+		if (err.msg[0])
+			ckptfs_log_err(FUSE_LOG_ERR, "open", &err);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = (uintptr_t)r;
+	fi->keep_cache = 1; /* content under a nodeid never changes */
+	fi->noflush = 1;
+	fuse_reply_open(req, fi);
+}
+
+static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	struct ckpt_err err = { 0 };
+	ssize_t n;
+	char *buf;
+
+	if (ino == INO_STATUS) {
+		struct text *t = (struct text *)(uintptr_t)fi->fh;
+		size_t o = (size_t)off < t->len ? (size_t)off : t->len;
+		fuse_reply_buf(req, t->buf + o,
+			       size < t->len - o ? size : t->len - o);
+		return;
+	}
+	buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	n = ckpt_reader_pread((struct ckpt_reader *)(uintptr_t)fi->fh, buf,
+			      size, (uint64_t)off, &err);
+	if (n < 0) {
+		ckptfs_log_err(FUSE_LOG_ERR, "read", &err);
+		fuse_reply_err(req, (int)-n);
+	} else {
+		fuse_reply_buf(req, buf, (size_t)n);
+	}
+	free(buf);
+}
+
+static void ckptfs_op_release(fuse_req_t req, fuse_ino_t ino,
+			      struct fuse_file_info *fi)
+{
+	if (ino == INO_STATUS) {
+		struct text *t = (struct text *)(uintptr_t)fi->fh;
+		free(t->buf);
+		free(t);
+	} else {
+		ckpt_reader_close((struct ckpt_reader *)(uintptr_t)fi->fh);
+	}
+	fuse_reply_err(req, 0);
+}
+
+/* ---- extended attributes ---------------------------------------------- */
+
+/* Fills value for name on ino; returns its length or a negative errno. */
+static int xattr_value(struct ckptfs *fs, fuse_ino_t ino, const char *name,
+		       char *value, size_t size)
+{
+	struct ckpt_archive *a;
+	uint32_t node;
+	const char *v = NULL;
+	char tmp[64];
+	int rc = resolve(fs, ino, &a, &node);
+
+	if (rc < 0)
+		return rc == -ENOENT ? -ENODATA : rc;
+	if (strcmp(name, XATTR_HASH) == 0) {
+		if (ckpt_archive_xxh128(a, node, tmp) == 0)
+			v = tmp;
+	} else if (node == CKPT_NODE_ROOT) {
+		if (strcmp(name, XATTR_ORIGIN) == 0) {
+			v = ckpt_archive_origin(a);
+		} else if (strcmp(name, XATTR_PARENT) == 0) {
+			v = ckpt_archive_parent(a);
+		} else if (strcmp(name, XATTR_CREATED) == 0) {
+			ckpt_format_time(ckpt_archive_created_ns(a), tmp);
+			v = tmp;
+		}
+	}
+	rc = -ENODATA;
+	if (v) {
+		rc = (int)strlen(v);
+		if (size && (size_t)rc > size)
+			rc = -ERANGE;
+		else if (size)
+			memcpy(value, v, (size_t)rc);
+	}
+	ckpt_archive_unref(a);
+	return rc;
+}
+
+static void ckptfs_op_getxattr(fuse_req_t req, fuse_ino_t ino,
+			       const char *name, size_t size)
+{
+	char buf[4096];
+	int rc = xattr_value(fs_of(req), ino, name, buf,
+			     size < sizeof(buf) ? size : sizeof(buf));
+
+	if (rc < 0)
+		fuse_reply_err(req, -rc);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)rc);
+	else
+		fuse_reply_buf(req, buf, (size_t)rc);
+}
+
+static void ckptfs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	static const char *const names[] = { XATTR_HASH, XATTR_ORIGIN,
+					     XATTR_CREATED, XATTR_PARENT };
+	struct ckptfs *fs = fs_of(req);
+	char list[256];
+	size_t len = 0;
+
+	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (xattr_value(fs, ino, names[i], NULL, 0) < 0)
+			continue;
+		memcpy(list + len, names[i], strlen(names[i]) + 1);
+		len += strlen(names[i]) + 1;
+	}
+	if (size == 0)
+		fuse_reply_xattr(req, len);
+	else if (size < len)
+		fuse_reply_err(req, ERANGE);
+	else
+		fuse_reply_buf(req, list, len);
+}
+
+/* ---- refusals --------------------------------------------------------- */
+
+/* The errno for a change under parent (DESIGN §2): checkpoints are
+ * read-only (EROFS); the root and .ckptfs hold nothing users create
+ * (EPERM); snapshots/ takes mkdir, rmdir and rename once saving is
+ * enabled, and until then answers EROFS to those and EPERM to the rest. */
+static int refuse(fuse_ino_t parent, bool snapshot_op)
+{
+	if (parent >> 32)
+		return EROFS;
+	if (parent == INO_SNAPSHOTS && snapshot_op)
+		return EROFS;
+	return EPERM;
+}
+
+static void ckptfs_op_mkdir(fuse_req_t req, fuse_ino_t parent,
+			    const char *name, mode_t mode)
+{
+	(void)name;
+	(void)mode;
+	fuse_reply_err(req, refuse(parent, true));
+}
+
+static void ckptfs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	(void)name;
+	fuse_reply_err(req, refuse(parent, true));
+}
+
+static void ckptfs_op_unlink(fuse_req_t req, fuse_ino_t parent,
+			     const char *name)
+{
+	(void)name;
+	fuse_reply_err(req, refuse(parent, true));
+}
+
+static void ckptfs_op_rename(fuse_req_t req, fuse_ino_t parent,
+			     const char *name, fuse_ino_t newparent,
+			     const char *newname, unsigned int flags)
+{
+	(void)name;
+	(void)newname;
+	(void)flags;
+	if (parent >> 32 || newparent >> 32)
+		fuse_reply_err(req, EROFS);
+	else if (parent == INO_SNAPSHOTS && newparent != INO_SNAPSHOTS)
+		fuse_reply_err(req, EXDEV);
+	else
+		fuse_reply_err(req, refuse(newparent, true));
+}
+
+static void ckptfs_op_mknod(fuse_req_t req, fuse_ino_t parent,
+			    const char *name, mode_t mode, dev_t rdev)
+{
+	(void)name;
+	(void)mode;
+	(void)rdev;
+	fuse_reply_err(req, refuse(parent, false));
+}
+
+static void ckptfs_op_create(fuse_req_t req, fuse_ino_t parent,
+			     const char *name, mode_t mode,
+			     struct fuse_file_info *fi)
+{
+	(void)name;
+	(void)mode;
+	(void)fi;
+	fuse_reply_err(req, refuse(parent, false));
+}
+
+static void ckptfs_op_symlink(fuse_req_t req, const char *link,
+			      fuse_ino_t parent, const char *name)
+{
+	(void)link;
+	(void)name;
+	fuse_reply_err(req, refuse(parent, false));
+}
+
+static void ckptfs_op_link(fuse_req_t req, fuse_ino_t ino,
+			   fuse_ino_t newparent, const char *newname)
+{
+	(void)ino;
+	(void)newname;
+	fuse_reply_err(req, refuse(newparent, false));
+}
+
+static void ckptfs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+			      int to_set, struct fuse_file_info *fi)
+{
+	(void)attr;
+	(void)to_set;
+	(void)fi;
+	fuse_reply_err(req, ino >> 32 ? EROFS : EPERM);
+}
+
+static void ckptfs_op_setxattr(fuse_req_t req, fuse_ino_t ino,
+			       const char *name, const char *value,
+			       size_t size, int flags)
+{
+	(void)name;
+	(void)value;
+	(void)size;
+	(void)flags;
+	fuse_reply_err(req, ino >> 32 ? EROFS : EPERM);
+}
+
+static void ckptfs_op_removexattr(fuse_req_t req, fuse_ino_t ino,
+				  const char *name)
+{
+	(void)name;
+	fuse_reply_err(req, ino >> 32 ? EROFS : EPERM);
+}
+
+static void ckptfs_op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct ckptfs *fs = fs_of(req);
+	struct statvfs sv = { 0 };
+	uint64_t bytes, count;
+
+	(void)ino;
+	ckpt_store_usage(fs->store, &bytes, &count);
+	sv.f_bsize = sv.f_frsize = 4096;
+	sv.f_blocks = (fsblkcnt_t)((bytes + 4095) / 4096);
+	sv.f_files = (fsfilcnt_t)count;
+	sv.f_namemax = 255;
+	fuse_reply_statfs(req, &sv);
+}
+
+static void ckptfs_op_init(void *userdata, struct fuse_conn_info *conn)
+{
+	(void)userdata;
+	/* Link targets never change under a nodeid; "latest" is
+	 * invalidated explicitly when it moves. */
+	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
+		conn->want |= FUSE_CAP_CACHE_SYMLINKS;
+}
+
+const struct fuse_lowlevel_ops ckptfs_ops = {
+	.init = ckptfs_op_init,
+	.lookup = ckptfs_op_lookup,
+	.getattr = ckptfs_op_getattr,
+	.readlink = ckptfs_op_readlink,
+	.opendir = ckptfs_op_opendir,
+	.readdir = ckptfs_op_readdir,
+	.readdirplus = ckptfs_op_readdirplus,
+	.releasedir = ckptfs_op_releasedir,
+	.open = ckptfs_op_open,
+	.read = ckptfs_op_read,
+	.release = ckptfs_op_release,
+	.getxattr = ckptfs_op_getxattr,
+	.listxattr = ckptfs_op_listxattr,
+	.mkdir = ckptfs_op_mkdir,
+	.rmdir = ckptfs_op_rmdir,
+	.unlink = ckptfs_op_unlink,
+	.rename = ckptfs_op_rename,
+	.mknod = ckptfs_op_mknod,
+	.create = ckptfs_op_create,
+	.symlink = ckptfs_op_symlink,
+	.link = ckptfs_op_link,
+	.setattr = ckptfs_op_setattr,
+	.setxattr = ckptfs_op_setxattr,
+	.removexattr = ckptfs_op_removexattr,
+	.statfs = ckptfs_op_statfs,
+};

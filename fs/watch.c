@@ -1,0 +1,119 @@
+/*
+ * watch.c - the store is live.
+ *
+ * A thread follows STORE with inotify (and rescans every RESCAN_MS in
+ * case events are lost, or the store is on a filesystem without them),
+ * lets core work out which checkpoints appeared, vanished or were
+ * replaced, and tells the kernel to drop its cached entries for them.
+ * Events come in bursts (rsync writes, then renames), so a change is
+ * acted on DEBOUNCE_MS after the last event.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include "ckptfs.h"
+
+#define DEBOUNCE_MS 50
+#define RESCAN_MS 2000
+
+struct changes {
+	struct ckptfs *fs;
+	int n;
+};
+
+static void changed(void *ctx, const char *name)
+{
+	struct changes *c = ctx;
+
+	c->n++;
+	/* ENOENT just means the kernel had nothing cached for it. */
+	fuse_lowlevel_notify_inval_entry(c->fs->se, INO_SNAPSHOTS, name,
+					 strlen(name));
+}
+
+static void refresh(struct ckptfs *fs)
+{
+	struct changes c = { fs, 0 };
+
+	ckpt_store_refresh(fs->store, changed, &c);
+	if (c.n == 0)
+		return;
+	fuse_lowlevel_notify_inval_inode(fs->se, INO_SNAPSHOTS, 0, 0);
+	fuse_lowlevel_notify_inval_entry(fs->se, INO_ROOT, "latest", 6);
+	fuse_lowlevel_notify_inval_inode(fs->se, INO_LATEST, 0, 0);
+}
+
+static void *watch(void *arg)
+{
+	struct ckptfs *fs = arg;
+	struct pollfd p[2] = { { fs->stop_fd, POLLIN, 0 },
+			       { fs->inotify_fd, POLLIN, 0 } };
+	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+	bool pending = false;
+
+	for (;;) {
+		int r = poll(p, fs->inotify_fd >= 0 ? 2 : 1,
+			     pending ? DEBOUNCE_MS : RESCAN_MS);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r > 0 && p[0].revents)
+			break;
+		if (r > 0 && (p[1].revents & POLLIN)) {
+			/* Drain; which names changed is core's question. */
+			while (read(fs->inotify_fd, buf, sizeof(buf)) > 0)
+				;
+			pending = true;
+			continue;
+		}
+		pending = false;
+		refresh(fs);
+	}
+	return NULL;
+}
+
+int ckptfs_watch_start(struct ckptfs *fs, const char *store_dir)
+{
+	int rc = 0;
+
+	fs->stop_fd = eventfd(0, EFD_CLOEXEC);
+	if (fs->stop_fd < 0)
+		return -errno;
+	fs->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+	if (fs->inotify_fd >= 0 &&
+	    inotify_add_watch(fs->inotify_fd, store_dir,
+			      IN_CREATE | IN_DELETE | IN_MOVED_FROM |
+				      IN_MOVED_TO | IN_CLOSE_WRITE |
+				      IN_ATTRIB | IN_DELETE_SELF |
+				      IN_MOVE_SELF | IN_ONLYDIR) < 0) {
+		close(fs->inotify_fd);
+		fs->inotify_fd = -1;
+	}
+	if (fs->inotify_fd < 0)
+		rc = -errno; /* polling alone still works */
+	if (pthread_create(&fs->watcher, NULL, watch, fs) != 0) {
+		close(fs->stop_fd);
+		fs->stop_fd = -1;
+		return -EAGAIN;
+	}
+	fs->watching = true;
+	return rc;
+}
+
+void ckptfs_watch_stop(struct ckptfs *fs)
+{
+	uint64_t one = 1;
+
+	if (!fs->watching)
+		return;
+	if (write(fs->stop_fd, &one, sizeof(one)) != sizeof(one))
+		pthread_cancel(fs->watcher);
+	pthread_join(fs->watcher, NULL);
+	fs->watching = false;
+	close(fs->stop_fd);
+	if (fs->inotify_fd >= 0)
+		close(fs->inotify_fd);
+}
