@@ -76,6 +76,8 @@ struct build {
 	size_t nitems, cap;
 	char **targets; /* symlink texts read from the archive */
 	size_t ntargets;
+	char *mtext; /* manifest.json as stored */
+	size_t mlen;
 };
 
 static void hide(struct ckpt_archive *a, const struct ckpt_err *why)
@@ -537,12 +539,75 @@ nomem:
 	goto out;
 }
 
+static bool shown(void *ctx, const char *path, size_t len)
+{
+	const struct ckpt_archive *a = ctx;
+	uint32_t node = CKPT_NODE_ROOT;
+
+	for (size_t i = 0; i <= len;) {
+		const char *c = path + i, *slash = memchr(c, '/', len - i);
+		size_t n = slash ? (size_t)(slash - c) : len - i;
+
+		if (ckpt_archive_lookup(a, node, c, n, &node) < 0)
+			return false;
+		i += n + 1;
+	}
+	return true;
+}
+
+int archive_manifest(const struct ckpt_archive *a, char **out, size_t *len,
+		     struct ckpt_err *err)
+{
+	const struct node *n = &a->nodes[a->manifest_node];
+	char *text, *buf;
+	size_t tlen;
+	ssize_t m;
+	int rc;
+
+	rc = zip_read_entry(a->fd, &n->z, MANIFEST, sizeof(MANIFEST) - 1,
+			    a->max_manifest, &text, &tlen, err);
+	if (rc < 0)
+		return rc;
+	buf = malloc(a->manifest_size + 1);
+	m = buf ? manifest_filter(text, tlen, shown, (void *)a, buf) : -ENOMEM;
+	free(text);
+	/* Its CRC held, so a different length means the file was rewritten
+	 * in place under the mount. */
+	if (m != (ssize_t)a->manifest_size) {
+		free(buf);
+		return ckpt_err_set(err, -EIO, "io", MANIFEST,
+				    sizeof(MANIFEST) - 1,
+				    "manifest changed under the mount");
+	}
+	*out = buf;
+	*len = (size_t)m;
+	return 0;
+}
+
+/* Sizes the manifest as served, once, so stat is exact without keeping
+ * the text. */
+static int measure_manifest(struct ckpt_archive *a, const char *text,
+			    size_t len, struct ckpt_err *err)
+{
+	ssize_t m;
+
+	if (ckpt_archive_lookup(a, CKPT_NODE_ROOT, MANIFEST,
+				sizeof(MANIFEST) - 1, &a->manifest_node) < 0)
+		return ckpt_err_set(err, -EINVAL, "manifest", NULL, 0,
+				    "manifest.json not indexed");
+	m = manifest_filter(text, len, shown, a, NULL);
+	if (m < 0)
+		return ckpt_err_set(err, -EINVAL, "manifest", NULL, 0,
+				    "manifest.json cannot be filtered");
+	a->manifest_size = (uint64_t)m;
+	a->manifest_filtered = (size_t)m != len;
+	return 0;
+}
+
 static int build(struct build *b, struct ckpt_err *err)
 {
 	struct ckpt_archive *a = b->a;
 	const struct zcd *mf = NULL;
-	char *text = NULL;
-	size_t tlen = 0;
 	uint64_t total = 0;
 	int rc;
 
@@ -568,11 +633,10 @@ static int build(struct build *b, struct ckpt_err *err)
 		return ckpt_err_set(err, -EINVAL, "manifest", NULL, 0,
 				    "the archive has no manifest.json");
 	rc = zip_read_entry(a->fd, &mf->z, mf->name, mf->name_len,
-			    b->lim->max_manifest_size, &text, &tlen, err);
+			    b->lim->max_manifest_size, &b->mtext, &b->mlen, err);
 	if (rc < 0)
 		return rc;
-	rc = manifest_parse(text, tlen, &b->m, err);
-	free(text);
+	rc = manifest_parse(b->mtext, b->mlen, &b->m, err);
 	if (rc < 0)
 		return rc;
 	a->created_ns = b->m.created_ns ? b->m.created_ns
@@ -606,7 +670,10 @@ static int build(struct build *b, struct ckpt_err *err)
 	/* The root and the directories it implies carry the creation time. */
 	b->items[0].mtime_ns = a->created_ns;
 	check_links(b);
-	return number(b, err);
+	rc = number(b, err);
+	if (rc == 0)
+		rc = measure_manifest(a, b->mtext, b->mlen, err);
+	return rc;
 }
 
 int ckpt_archive_open(int dirfd, const char *file, const struct ckpt_limits *lim,
@@ -636,6 +703,7 @@ int ckpt_archive_open(int dirfd, const char *file, const struct ckpt_limits *lim
 		goto out;
 	}
 	a->file_size = (uint64_t)a->st.st_size;
+	a->max_manifest = lim->max_manifest_size;
 	b.a = a;
 	a->created_ns = 0;
 	rc = build(&b, err);
@@ -646,6 +714,7 @@ out:
 	free(b.items);
 	free(b.ents);
 	free(b.cd);
+	free(b.mtext);
 	manifest_free(&b.m);
 	if (rc < 0) {
 		ckpt_archive_unref(a);
@@ -768,6 +837,8 @@ int ckpt_archive_stat(const struct ckpt_archive *a, uint32_t node,
 	st->size = n->type == CKPT_FILE      ? n->z.size
 		   : n->type == CKPT_SYMLINK ? n->u.link.len
 					     : 0;
+	if (node == a->manifest_node && a->manifest_filtered)
+		st->size = a->manifest_size;
 	return 0;
 }
 

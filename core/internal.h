@@ -100,6 +100,13 @@ struct ckpt_archive {
 	int64_t created_ns;
 	char *origin, *parent;
 
+	/* manifest.json is served without the records of entries that are
+	 * not shown; when that changes it, it is rebuilt at each open. */
+	uint32_t manifest_node;
+	bool manifest_filtered;
+	uint64_t manifest_size; /* as served */
+	uint64_t max_manifest;
+
 	struct ckpt_hidden hidden[HIDDEN_RULES];
 	size_t nhidden;
 
@@ -119,6 +126,11 @@ enum { VERIFY_UNKNOWN, VERIFY_GOOD, VERIFY_BAD };
  * its length, or -ENAMETOOLONG. */
 int node_path(const struct ckpt_archive *a, uint32_t node, char *buf,
 	      size_t size);
+
+/* The manifest text as served: the stored one without the records of
+ * entries that are not shown.  *out is malloc'd. */
+int archive_manifest(const struct ckpt_archive *a, char **out, size_t *len,
+		     struct ckpt_err *err);
 
 /* Marks the archive refused for a defect found while reading. */
 void archive_poison(struct ckpt_archive *a, const struct ckpt_err *why);
@@ -159,6 +171,13 @@ struct manifest {
 int manifest_parse(const char *text, size_t len, struct manifest *m,
 		   struct ckpt_err *err);
 void manifest_free(struct manifest *m);
+/* Copies manifest text to out (or, with out NULL, only measures it),
+ * leaving out the entry records for which keep() is false, and keeping
+ * every other byte as it was.  Returns the length, or -EINVAL when the text
+ * does not parse (it was parsed once already, so that is a bug). */
+ssize_t manifest_filter(const char *text, size_t len,
+			bool (*keep)(void *ctx, const char *path, size_t len),
+			void *ctx, char *out);
 /* Finds the record for path, or NULL. */
 const struct mentry *manifest_find(const struct manifest *m, const char *path,
 				   size_t len);
@@ -196,6 +215,8 @@ struct json {
 	const char *num;
 	size_t num_len;
 	const char *why; /* set on JSON_ERROR */
+	const char *tok; /* where the last token began: its text runs from
+			  * here to s, which lets a caller copy it verbatim */
 };
 
 void json_init(struct json *j, const char *text, size_t len);

@@ -247,6 +247,7 @@ static enum json_tok value(struct json *j, unsigned char after)
 	unsigned char *top = &j->stack[j->depth - 1];
 
 	ws(j);
+	j->tok = j->s;
 	if (j->s >= j->end)
 		return fail(j, "unexpected end");
 	*top = after;
@@ -272,6 +273,7 @@ static enum json_tok value(struct json *j, unsigned char after)
 
 static enum json_tok key(struct json *j)
 {
+	j->tok = j->s;
 	if (j->s >= j->end || *j->s != '"' || string(j) < 0)
 		return fail(j, "bad key");
 	ws(j);
@@ -284,6 +286,7 @@ static enum json_tok key(struct json *j)
 
 static enum json_tok close(struct json *j, enum json_tok tok)
 {
+	j->tok = j->s;
 	j->s++;
 	j->depth--;
 	return tok;

@@ -430,3 +430,89 @@ const struct mentry *manifest_find(const struct manifest *m, const char *path,
 		return NULL;
 	return bsearch(&key, m->entries, m->nentries, sizeof(key), cmp_mentry);
 }
+
+/* Emits n bytes at p, or only counts them when out is NULL. */
+static void emit(char *out, size_t *o, const char *p, size_t n)
+{
+	if (out)
+		memcpy(out + *o, p, n);
+	*o += n;
+}
+
+ssize_t manifest_filter(const char *text, size_t len,
+			bool (*keep)(void *ctx, const char *path, size_t len),
+			void *ctx, char *out)
+{
+	struct json j;
+	enum json_tok t;
+	const char *copied = text; /* everything before this is emitted */
+	size_t o = 0;
+	ssize_t rc = -EINVAL;
+
+	json_init(&j, text, len);
+	if (json_next(&j) != JSON_OBJ_BEGIN)
+		goto out;
+	while ((t = json_next(&j)) == JSON_KEY) {
+		bool entries = KEY(&j, "entries");
+		const char *open, *prev_end;
+		bool any = false;
+
+		t = json_next(&j);
+		if (!entries || t != JSON_ARR_BEGIN) {
+			if (json_skip(&j, t) < 0)
+				goto out;
+			continue;
+		}
+		/* Original: '[' ws R1 ",ws" R2 ... ws ']'.  Kept records
+		 * keep the separator that preceded them; the first kept one
+		 * takes the whitespace that followed '['. */
+		open = prev_end = j.s;
+		emit(out, &o, copied, (size_t)(open - copied));
+		while ((t = json_next(&j)) == JSON_OBJ_BEGIN) {
+			const char *start = j.tok;
+			const char *ws_end = start;
+			char *path = NULL;
+			size_t plen = 0;
+
+			while ((t = json_next(&j)) == JSON_KEY) {
+				bool is_path = KEY(&j, "path") && !path;
+				t = json_next(&j);
+				if (is_path && t == JSON_STRING) {
+					path = strndup(j.str, j.str_len);
+					plen = j.str_len;
+				} else if (json_skip(&j, t) < 0) {
+					break;
+				}
+			}
+			if (t != JSON_OBJ_END) {
+				free(path);
+				goto out;
+			}
+			if (path && keep(ctx, path, plen)) {
+				if (!any) /* whitespace after '[' */
+					for (ws_end = open; ws_end < start &&
+							    *ws_end != '{';)
+						ws_end++;
+				emit(out, &o, any ? prev_end : open,
+				     (size_t)(ws_end - (any ? prev_end : open)));
+				emit(out, &o, start, (size_t)(j.s - start));
+				any = true;
+			}
+			free(path);
+			prev_end = j.s;
+		}
+		if (t != JSON_ARR_END)
+			goto out;
+		/* Whatever follows the last record (whitespace and ']')
+		 * goes out as it was; a leading comma cannot, since only
+		 * records were dropped. */
+		copied = prev_end;
+	}
+	if (t != JSON_OBJ_END)
+		goto out;
+	emit(out, &o, copied, (size_t)(text + len - copied));
+	rc = (ssize_t)o;
+out:
+	json_fini(&j);
+	return rc;
+}

@@ -44,6 +44,9 @@ struct ckpt_reader {
 	uint64_t in_used;
 	size_t ring_size, in_size;
 	uint8_t *ring, *in;
+
+	char *mem; /* content built in memory (a filtered manifest) */
+	size_t mem_len;
 };
 
 static int fail(struct ckpt_reader *r, int code, const char *rule,
@@ -130,6 +133,17 @@ int ckpt_reader_open(struct ckpt_archive *a, uint32_t node,
 	r->a = a;
 	r->node = node;
 	r->n = &a->nodes[node];
+	if (node == a->manifest_node && a->manifest_filtered) {
+		int rc = archive_manifest(a, &r->mem, &r->mem_len, err);
+		if (rc < 0) {
+			free(r);
+			return rc;
+		}
+		pthread_mutex_init(&r->lock, NULL);
+		ckpt_archive_ref(a);
+		*out = r;
+		return 0;
+	}
 	len = node_path(a, node, path, sizeof(path));
 	data = len < 0 ? len
 		       : zip_data_offset(a->fd, &r->n->z, path, (size_t)len,
@@ -183,6 +197,7 @@ void ckpt_reader_close(struct ckpt_reader *r)
 	XXH3_freeState(r->xs);
 	free(r->ring);
 	free(r->in);
+	free(r->mem);
 	pthread_mutex_destroy(&r->lock);
 	ckpt_archive_unref(r->a);
 	free(r);
@@ -358,6 +373,13 @@ ssize_t ckpt_reader_pread(struct ckpt_reader *r, void *buf, size_t size,
 {
 	uint64_t total = r->n->z.size;
 
+	if (r->mem) {
+		if (off >= r->mem_len)
+			return 0;
+		size = size < r->mem_len - off ? size : r->mem_len - (size_t)off;
+		memcpy(buf, r->mem + off, size);
+		return (ssize_t)size;
+	}
 	if (atomic_load(&r->a->verified[r->node]) == VERIFY_BAD)
 		return fail(r, -EIO, "crc", "content does not match its CRC "
 					    "or hash", err);

@@ -209,6 +209,22 @@ START_TEST(manifest_disagreements)
 	ck_assert_uint_eq(walk(a, "workspace/size"), UINT32_MAX);
 	ck_assert_uint_eq(walk(a, "workspace/type"), UINT32_MAX);
 	ck_assert_uint_eq(walk(a, "workspace/unlisted"), UINT32_MAX);
+	/* the manifest as served lists only what is shown, and parses */
+	{
+		char text[2048];
+		struct manifest m;
+		ssize_t len = read_all(a, walk(a, "manifest.json"), text,
+				       sizeof(text), &err);
+		ck_assert_int_gt(len, 0);
+		ck_assert_int_eq(ckpt_archive_stat(a, walk(a, "manifest.json"),
+						   &st), 0);
+		ck_assert_int_eq((ssize_t)st.size, len);
+		ck_assert_int_eq(manifest_parse(text, (size_t)len, &m, NULL), 0);
+		ck_assert_uint_eq(m.nentries, 2); /* good and hash */
+		ck_assert_ptr_nonnull(manifest_find(&m, "workspace/good", 14));
+		ck_assert_ptr_null(manifest_find(&m, "workspace/size", 14));
+		manifest_free(&m);
+	}
 	/* a wrong hash is only seen by reading: EIO before the last byte */
 	n = walk(a, "workspace/hash");
 	ck_assert_int_eq(read_all(a, n, buf, sizeof(buf), &err), -EIO);

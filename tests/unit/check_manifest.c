@@ -223,6 +223,45 @@ START_TEST(json_escapes)
 }
 END_TEST
 
+static bool keep_odd(void *ctx, const char *path, size_t len)
+{
+	(void)ctx;
+	return (path[len - 1] - '0') % 2 == 1;
+}
+
+START_TEST(filter)
+{
+	const char *t = "{\"format\": \"ckpt\", \"version\": 1,\n"
+			"  \"entries\": [\n"
+			"    {\"path\": \"w/0\", \"type\": \"file\"},\n"
+			"    {\"path\": \"w/1\", \"type\": \"file\"},\n"
+			"    {\"type\": \"dir\", \"path\": \"w/2\"},\n"
+			"    {\"path\": \"w/3\", \"type\": \"file\"},\n"
+			"    {\"path\": \"w/4\", \"type\": \"file\"}\n"
+			"  ],\n  \"run\": {\"id\": \"r-1\"}\n}\n";
+	const char *want = "{\"format\": \"ckpt\", \"version\": 1,\n"
+			   "  \"entries\": [\n"
+			   "    {\"path\": \"w/1\", \"type\": \"file\"},\n"
+			   "    {\"path\": \"w/3\", \"type\": \"file\"}\n"
+			   "  ],\n  \"run\": {\"id\": \"r-1\"}\n}\n";
+	char out[1024];
+	ssize_t n = manifest_filter(t, strlen(t), keep_odd, NULL, NULL);
+
+	ck_assert_int_eq(n, (ssize_t)strlen(want));
+	ck_assert_int_eq(manifest_filter(t, strlen(t), keep_odd, NULL, out), n);
+	out[n] = '\0';
+	ck_assert_str_eq(out, want);
+	/* nothing kept still gives valid JSON */
+	const char *t2 = "{\"format\":\"ckpt\",\"version\":1,\"entries\":"
+			 "[{\"path\":\"w/0\"}]}";
+	struct manifest m;
+	n = manifest_filter(t2, strlen(t2), keep_odd, NULL, out);
+	ck_assert_int_eq(manifest_parse(out, (size_t)n, &m, NULL), 0);
+	ck_assert_uint_eq(m.nentries, 0);
+	manifest_free(&m);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("manifest");
@@ -238,6 +277,7 @@ int main(void)
 	tcase_add_test(tc, huge_manifest);
 	tcase_add_test(tc, times);
 	tcase_add_test(tc, json_escapes);
+	tcase_add_test(tc, filter);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
