@@ -28,7 +28,9 @@ void ckpt_limits_default(struct ckpt_limits *lim)
 	lim->max_entries = 1000000;
 	lim->max_entry_size = 64ull << 30;
 	lim->max_total_size = 1ull << 40;
-	lim->max_ratio = 1000;
+	/* Deflate cannot exceed about 1032:1; a declared size beyond that
+	 * is a lie, not compression. */
+	lim->max_ratio = 2000;
 	lim->max_manifest_size = 256ull << 20;
 }
 
@@ -237,7 +239,7 @@ static int consider(struct build *b, const struct zcd *e)
 	it->len = (uint32_t)len;
 	it->type = (uint8_t)type;
 	it->mode = (uint16_t)(me && me->has_mode ? me->mode : mode);
-	it->mtime_ns = me ? me->mtime_ns : e->mtime_ns;
+	it->mtime_ns = me && me->has_mtime ? me->mtime_ns : e->mtime_ns;
 	it->z = e->z;
 	it->hash = me && me->has_hash ? me->hash : NULL;
 	it->target = target;
@@ -442,7 +444,8 @@ static int pool_put(char **pool, size_t *len, size_t *cap, const char *s,
 		*pool = p;
 		*cap = c;
 	}
-	memcpy(*pool + *len, s, n);
+	if (n)
+		memcpy(*pool + *len, s, n);
 	*off = (uint32_t)*len;
 	*len += n;
 	return 0;

@@ -147,7 +147,7 @@ struct mentry {
 	const char *path; /* into the manifest's string pool */
 	uint32_t len;
 	uint8_t type; /* enum ckpt_type */
-	uint8_t has_hash, has_mode, has_size;
+	uint8_t has_hash, has_mode, has_size, has_mtime;
 	uint16_t mode;
 	uint64_t size;
 	int64_t mtime_ns;

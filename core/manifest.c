@@ -221,6 +221,7 @@ static int parse_entry(struct json *j, struct pool *pl, struct raw *r,
 			break;
 		case F_MTIME:
 			r->m.mtime_ns = v;
+			r->m.has_mtime = 1;
 			break;
 		case F_HASH:
 			if (j->str_len != 32)

@@ -394,7 +394,8 @@ int ckpt_pack(const struct ckpt_pack_opts *o, const char *out_path,
 	}
 	if (rc < 0)
 		goto out;
-	qsort(p.e, p.n, sizeof(*p.e), cmp_pentry);
+	if (p.n)
+		qsort(p.e, p.n, sizeof(*p.e), cmp_pentry);
 	clock_gettime(CLOCK_REALTIME, &now);
 	manifest = manifest_text(&p, o->created_ns ? o->created_ns
 						  : (int64_t)now.tv_sec * 1000000000 +

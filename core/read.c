@@ -11,6 +11,7 @@
  * content that fails them is never returned whole.
  */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -52,10 +53,15 @@ struct ckpt_reader {
 static int fail(struct ckpt_reader *r, int code, const char *rule,
 		const char *why, struct ckpt_err *err)
 {
-	char path[4096];
+	char path[4096], full[4400];
 	int len = node_path(r->a, r->node, path, sizeof(path));
 
-	return ckpt_err_set(err, code, rule, path, len > 0 ? (size_t)len : 0,
+	/* The log must say which checkpoint, not only which file. */
+	len = snprintf(full, sizeof(full), "%s/%s",
+		       r->a->name ? r->a->name : "?", len >= 0 ? path : "?");
+	return ckpt_err_set(err, code, rule, full,
+			    len > 0 && (size_t)len < sizeof(full) ? (size_t)len
+								  : 0,
 			    "%s", why);
 }
 

@@ -66,7 +66,8 @@ static struct slot *find(struct slot *slots, size_t n, const char *name)
 {
 	struct slot key = { .name = (char *)name };
 
-	return bsearch(&key, slots, n, sizeof(key), cmp_slot);
+	/* An empty store has no array at all. */
+	return n ? bsearch(&key, slots, n, sizeof(key), cmp_slot) : NULL;
 }
 
 static void slot_free(struct slot *sl)
@@ -136,7 +137,8 @@ static int scan(struct ckpt_store *s, struct slot **out, size_t *n)
 		v[cnt++].st = st;
 	}
 	closedir(d);
-	qsort(v, cnt, sizeof(*v), cmp_slot);
+	if (cnt)
+		qsort(v, cnt, sizeof(*v), cmp_slot);
 	*out = v;
 	*n = cnt;
 	return 0;

@@ -206,6 +206,10 @@ int main(int argc, char **argv)
 	snprintf(fsname, sizeof(fsname), "-ofsname=%s,subtype=ckptfs",
 		 strpbrk(store, ",\\") ? "ckptfs" : store);
 	fuse_opt_add_arg(&args, fsname);
+	/* ro is ours (every change refused) and the kernel's too, so
+	 * /proc/mounts and mount(8) say what users asked for. */
+	if (o.ro)
+		fuse_opt_add_arg(&args, "-oro");
 	fs.se = fuse_session_new(&args, &ckptfs_ops, sizeof(ckptfs_ops), &fs);
 	if (!fs.se)
 		goto out_store;

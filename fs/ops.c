@@ -128,8 +128,17 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 	int rc;
 
 	switch (ino) {
+	case INO_SNAPSHOTS: {
+		uint64_t bytes, count;
+		/* Each checkpoint is a subdirectory; refused ones are
+		 * counted too, which only errs on the safe side for tools
+		 * that trust link counts. */
+		ckpt_store_usage(fs->store, &bytes, &count);
+		fixed_attr(fs, ino, st, 0);
+		st->st_nlink = 2 + (nlink_t)count;
+		return 0;
+	}
 	case INO_ROOT:
-	case INO_SNAPSHOTS:
 	case INO_CONTROL:
 		fixed_attr(fs, ino, st, 0);
 		return 0;
@@ -327,6 +336,20 @@ static bool add_entry(fuse_req_t req, char *buf, size_t size, size_t *pos,
 	return true;
 }
 
+/* The parent of a directory, for "..". */
+static fuse_ino_t parent_ino(struct ckpt_archive *a, fuse_ino_t ino)
+{
+	uint32_t node = (uint32_t)ino;
+
+	if (!a)
+		return INO_ROOT;
+	if (node == CKPT_NODE_ROOT)
+		return INO_SNAPSHOTS;
+	return nodeid(a, ckpt_archive_parent_of(a, node));
+}
+
+/* Offsets: 0 and 1 are "." and ".."; the i-th entry after them is at
+ * i + 2 and names the offset i + 3 as the next one. */
 static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 		       size_t *pos, off_t off, bool plus)
 {
@@ -344,20 +367,20 @@ static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 			    latest_target(fs, tmp, sizeof(tmp)) < 0)
 				continue; /* an empty store has no latest */
 			if (!add_entry(req, buf, size, pos, plus, names[i],
-				       inos[i], i + 1))
+				       inos[i], i + 3))
 				return;
 		}
 	} else if (ino == INO_CONTROL) {
 		if (off == 0)
 			add_entry(req, buf, size, pos, plus, "status",
-				  INO_STATUS, 1);
+				  INO_STATUS, 3);
 	} else if (ino == INO_SNAPSHOTS) {
 		size_t p = (size_t)off;
 		while (ckpt_store_next(fs->store, &p, &a) == 0) {
 			bool ok = add_entry(req, buf, size, pos, plus,
 					    ckpt_archive_name(a),
 					    nodeid(a, CKPT_NODE_ROOT),
-					    (off_t)p + 1);
+					    (off_t)p + 3);
 			ckpt_archive_unref(a);
 			if (!ok)
 				return;
@@ -377,6 +400,12 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
+	if (off == 0 && !add_entry(req, buf, size, &pos, plus, ".", ino, 1))
+		goto out;
+	if (off <= 1 && !add_entry(req, buf, size, &pos, plus, "..",
+				   parent_ino(a, ino), 2))
+		goto out;
+	off = off < 2 ? 0 : off - 2;
 	if (!a) {
 		list_fixed(req, ino, buf, size, &pos, off, plus);
 	} else {
@@ -391,10 +420,11 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			memcpy(nm, name, len);
 			nm[len] = '\0';
 			if (!add_entry(req, buf, size, &pos, plus, nm,
-				       nodeid(a, node), (off_t)i + 1))
+				       nodeid(a, node), (off_t)i + 3))
 				break;
 		}
 	}
+out:
 	fuse_reply_buf(req, buf, pos);
 	free(buf);
 }
@@ -472,20 +502,22 @@ static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 	ssize_t n;
 	char *buf;
 
-	if (ino == INO_STATUS) {
-		struct text *t = (struct text *)(uintptr_t)fi->fh;
-		size_t o = (size_t)off < t->len ? (size_t)off : t->len;
-		fuse_reply_buf(req, t->buf + o,
-			       size < t->len - o ? size : t->len - o);
-		return;
-	}
+	/* Replies come from a buffer this call owns: a release racing on
+	 * another thread must not free what is being written out. */
 	buf = malloc(size ? size : 1);
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	n = ckpt_reader_pread((struct ckpt_reader *)(uintptr_t)fi->fh, buf,
-			      size, (uint64_t)off, &err);
+	if (ino == INO_STATUS) {
+		struct text *t = (struct text *)(uintptr_t)fi->fh;
+		size_t o = (size_t)off < t->len ? (size_t)off : t->len;
+		n = (ssize_t)(size < t->len - o ? size : t->len - o);
+		memcpy(buf, t->buf + o, (size_t)n);
+	} else {
+		n = ckpt_reader_pread((struct ckpt_reader *)(uintptr_t)fi->fh,
+				      buf, size, (uint64_t)off, &err);
+	}
 	if (n < 0) {
 		ckptfs_log_err(FUSE_LOG_ERR, "read", &err);
 		fuse_reply_err(req, (int)-n);

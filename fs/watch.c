@@ -13,11 +13,13 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ckptfs.h"
 
 #define DEBOUNCE_MS 50
+#define MAX_DELAY_MS 250 /* a steady stream of events waits no longer */
 #define RESCAN_MS 2000
 
 struct changes {
@@ -47,17 +49,29 @@ static void refresh(struct ckptfs *fs)
 	fuse_lowlevel_notify_inval_inode(fs->se, INO_LATEST, 0, 0);
 }
 
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void *watch(void *arg)
 {
 	struct ckptfs *fs = arg;
 	struct pollfd p[2] = { { fs->stop_fd, POLLIN, 0 },
 			       { fs->inotify_fd, POLLIN, 0 } };
 	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
-	bool pending = false;
+	int64_t first = 0; /* when the oldest unhandled event came, or 0 */
 
 	for (;;) {
-		int r = poll(p, fs->inotify_fd >= 0 ? 2 : 1,
-			     pending ? DEBOUNCE_MS : RESCAN_MS);
+		int64_t left = first ? first + MAX_DELAY_MS - now_ms() : 0;
+		int timeout = !first ? RESCAN_MS
+				     : (int)(left < DEBOUNCE_MS ? (left > 0 ? left : 0)
+								: DEBOUNCE_MS);
+		int r = poll(p, fs->inotify_fd >= 0 ? 2 : 1, timeout);
+
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r > 0 && p[0].revents)
@@ -66,10 +80,12 @@ static void *watch(void *arg)
 			/* Drain; which names changed is core's question. */
 			while (read(fs->inotify_fd, buf, sizeof(buf)) > 0)
 				;
-			pending = true;
-			continue;
+			if (!first)
+				first = now_ms();
+			if (now_ms() - first < MAX_DELAY_MS)
+				continue;
 		}
-		pending = false;
+		first = 0;
 		refresh(fs);
 	}
 	return NULL;

@@ -228,7 +228,7 @@ START_TEST(manifest_disagreements)
 	/* a wrong hash is only seen by reading: EIO before the last byte */
 	n = walk(a, "workspace/hash");
 	ck_assert_int_eq(read_all(a, n, buf, sizeof(buf), &err), -EIO);
-	ck_assert_str_eq(err.path, "workspace/hash");
+	ck_assert(strstr(err.path, "workspace/hash") != NULL);
 	ckpt_archive_unref(a);
 }
 END_TEST
