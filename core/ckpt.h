@@ -19,11 +19,11 @@
 
 /* Fixed size: filling it never allocates.  Never holds secret content. */
 struct ckpt_err {
-	int code;       /* the negative errno also returned */
-	char rule[32];  /* stable id: "traversal", "credential", "overlap", ... */
+	int code;	/* the negative errno also returned */
+	char rule[32];	/* stable id: "traversal", "overlap", ... */
 	char path[256]; /* archive- or tier-relative path concerned, escaped */
-	unsigned line;  /* 1-based line for content findings, else 0 */
-	char msg[256];  /* one sentence for the log and the status file */
+	unsigned line;	/* 1-based line for content findings, else 0 */
+	char msg[256];	/* one sentence for the log and the status file */
 };
 
 /* Fills err (may be NULL) and returns code, so callers can
@@ -50,7 +50,12 @@ enum ckpt_tier {
 	CKPT_TIER_COUNT
 };
 
-enum ckpt_type { CKPT_FILE, CKPT_DIR, CKPT_SYMLINK, CKPT_SPECIAL };
+enum ckpt_type {
+	CKPT_FILE,
+	CKPT_DIR,
+	CKPT_SYMLINK,
+	CKPT_SPECIAL
+};
 
 /* Policy flags. */
 #define CKPT_POLICY_WORKSPACE_ONLY 0x1u /* the session tier is not served */
@@ -73,7 +78,7 @@ struct ckpt_policy_entry {
 	const char *path; /* relative to the checkpoint root: "workspace/x" */
 	size_t len;
 	enum ckpt_type type;
-	const char *target; /* symlinks only: the link text, not NUL-terminated */
+	const char *target; /* symlinks: the link text, no NUL */
 	size_t target_len;
 };
 
@@ -102,10 +107,10 @@ int ckpt_name_check(const char *name, size_t len);
 /* ---- limits ------------------------------------------------------------ */
 
 struct ckpt_limits {
-	uint64_t max_entries;       /* central directory records */
+	uint64_t max_entries;	    /* central directory records */
 	uint64_t max_entry_size;    /* uncompressed bytes of one entry */
 	uint64_t max_total_size;    /* uncompressed bytes of one archive */
-	uint64_t max_ratio;         /* uncompressed/compressed of one entry */
+	uint64_t max_ratio;	    /* uncompressed/compressed of one entry */
 	uint64_t max_manifest_size; /* bytes of manifest.json */
 };
 
@@ -123,20 +128,20 @@ struct ckpt_archive; /* opaque: an open .ckpt and its index; refcounted */
 
 struct ckpt_stat {
 	enum ckpt_type type;
-	unsigned mode;     /* permission bits as served (ckpt_policy_mode) */
-	uint64_t size;     /* exact content size; symlinks: target length */
-	int64_t mtime_ns;  /* since the epoch */
-	uint32_t nchild;   /* directories: number of children */
-	uint32_t nlink;    /* 1 for files; 2 + subdirectories for dirs */
+	unsigned mode;	  /* permission bits as served (ckpt_policy_mode) */
+	uint64_t size;	  /* exact content size; symlinks: target length */
+	int64_t mtime_ns; /* since the epoch */
+	uint32_t nchild;  /* directories: number of children */
+	uint32_t nlink;	  /* 1 for files; 2 + subdirectories for dirs */
 };
 
 /* Opens STORE/<file> (relative to dirfd) without following links or
  * blocking, checks it is a regular file, and indexes it.  On success
  * *out holds one reference.  A refused archive returns a negative errno
  * and says why in err (rule "overlap", "duplicate", "manifest", ...). */
-int ckpt_archive_open(int dirfd, const char *file, const struct ckpt_limits *lim,
-		      unsigned policy_flags, struct ckpt_archive **out,
-		      struct ckpt_err *err);
+int ckpt_archive_open(int dirfd, const char *file,
+		      const struct ckpt_limits *lim, unsigned policy_flags,
+		      struct ckpt_archive **out, struct ckpt_err *err);
 void ckpt_archive_ref(struct ckpt_archive *a);
 void ckpt_archive_unref(struct ckpt_archive *a); /* NULL is a no-op */
 
@@ -204,7 +209,8 @@ struct ckpt_store_opts {
 	 * when it was accepted (it may have hidden entries), or with NULL
 	 * and the reason when it was refused.  May be NULL. */
 	void (*opened)(void *ctx, const char *name,
-		       const struct ckpt_archive *a, const struct ckpt_err *why);
+		       const struct ckpt_archive *a,
+		       const struct ckpt_err *why);
 	void *ctx;
 };
 
@@ -257,10 +263,10 @@ char *ckpt_store_status(struct ckpt_store *s, size_t *len);
 /* ---- writing checkpoints (pack.c) -------------------------------------- */
 
 struct ckpt_pack_opts {
-	const char *name;   /* recorded in the manifest */
-	const char *parent; /* or NULL */
-	const char *origin; /* "user", "agent" or "auto" */
-	int64_t created_ns; /* 0: now */
+	const char *name;		       /* recorded in the manifest */
+	const char *parent;		       /* or NULL */
+	const char *origin;		       /* "user", "agent" or "auto" */
+	int64_t created_ns;		       /* 0: now */
 	const char *tier_dir[CKPT_TIER_COUNT]; /* source directories, or NULL */
 	unsigned policy_flags;
 };

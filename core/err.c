@@ -72,7 +72,8 @@ void ckpt_escape(const char *path, size_t len, char *out, size_t outsz)
 			tl = (size_t)snprintf(tmp, sizeof(tmp), "\\u%04x",
 					      (unsigned)cp & 0xffff);
 		} else if (n == 0) {
-			tl = (size_t)snprintf(tmp, sizeof(tmp), "\\x%02x", s[i]);
+			tl = (size_t)snprintf(tmp, sizeof(tmp), "\\x%02x",
+					      s[i]);
 			n = 1;
 		} else {
 			memcpy(tmp, s + i, n);

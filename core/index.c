@@ -53,7 +53,7 @@ static int pathcmp(const char *a, size_t al, const char *b, size_t bl)
 struct item {
 	const char *path;
 	uint32_t len;
-	uint32_t parent;     /* item index */
+	uint32_t parent;      /* item index */
 	uint32_t first, next; /* child list while building, ~0 ends */
 	uint32_t last;
 	uint8_t type;
@@ -96,8 +96,8 @@ static void hide(struct ckpt_archive *a, const struct ckpt_err *why)
 			a->nhidden++;
 		snprintf(a->hidden[i].rule, sizeof(a->hidden[i].rule), "%s",
 			 why->rule);
-		snprintf(a->hidden[i].sample, sizeof(a->hidden[i].sample),
-			 "%s", why->path);
+		snprintf(a->hidden[i].sample, sizeof(a->hidden[i].sample), "%s",
+			 why->path);
 	}
 	a->hidden[i].count++;
 }
@@ -187,7 +187,8 @@ static int consider(struct build *b, const struct zcd *e)
 					  "stored entry with two sizes");
 		if (e->z.size > b->lim->max_entry_size ||
 		    (e->z.size > 0 && e->z.csize == 0) ||
-		    (e->z.csize > 0 && e->z.size / e->z.csize > b->lim->max_ratio))
+		    (e->z.csize > 0 &&
+		     e->z.size / e->z.csize > b->lim->max_ratio))
 			return hide_entry(a, "limit", path, len,
 					  "size or compression ratio over the "
 					  "limit");
@@ -197,8 +198,8 @@ static int consider(struct build *b, const struct zcd *e)
 		if (!me)
 			return hide_entry(a, "unlisted", path, len,
 					  "not listed in the manifest");
-		if (me->type != type ||
-		    (type == CKPT_FILE && me->has_size && me->size != e->z.size))
+		if (me->type != type || (type == CKPT_FILE && me->has_size &&
+					 me->size != e->z.size))
 			return hide_entry(a, "manifest-mismatch", path, len,
 					  "type or size differs from the "
 					  "manifest");
@@ -211,8 +212,9 @@ static int consider(struct build *b, const struct zcd *e)
 				   &target, &tlen, &why) < 0)
 			return hide_entry(a, "bad-entry", path, len,
 					  "unreadable symlink");
-		if (me && me->target && (me->target_len != tlen ||
-					 memcmp(me->target, target, tlen))) {
+		if (me && me->target &&
+		    (me->target_len != tlen ||
+		     memcmp(me->target, target, tlen))) {
 			free(target);
 			return hide_entry(a, "manifest-mismatch", path, len,
 					  "symlink target differs from the "
@@ -227,7 +229,7 @@ static int consider(struct build *b, const struct zcd *e)
 		b->targets = t;
 		b->targets[b->ntargets++] = target;
 	}
-	pe = (struct ckpt_policy_entry){ path, len, type, target, tlen };
+	pe = (struct ckpt_policy_entry){path, len, type, target, tlen};
 	if (ckpt_policy_check(b->flags, &pe, NULL, &why) < 0) {
 		hide(a, &why);
 		return 0;
@@ -332,7 +334,8 @@ static int link_tree(struct build *b, struct ckpt_err *err)
 		}
 		/* Implied directories between top and c. */
 		for (size_t at = top->len ? top->len + 1 : 0;;) {
-			const char *slash = memchr(c->path + at, '/', c->len - at);
+			const char *slash =
+				memchr(c->path + at, '/', c->len - at);
 			if (!slash)
 				break;
 			if (depth == sizeof(stack) / sizeof(stack[0]))
@@ -409,7 +412,7 @@ static int resolve_lookup(void *ctx, const char *path, size_t len, char *target,
  * contained. */
 static void check_links(struct build *b)
 {
-	struct ckpt_resolver r = { resolve_lookup, b };
+	struct ckpt_resolver r = {resolve_lookup, b};
 
 	for (size_t i = 0; i < b->nitems; i++) {
 		struct item *it = &b->items[i];
@@ -418,9 +421,8 @@ static void check_links(struct build *b)
 
 		if (it->type != CKPT_SYMLINK)
 			continue;
-		pe = (struct ckpt_policy_entry){ it->path, it->len,
-						 CKPT_SYMLINK, it->target,
-						 it->target_len };
+		pe = (struct ckpt_policy_entry){it->path, it->len, CKPT_SYMLINK,
+						it->target, it->target_len};
 		if (ckpt_policy_check(b->flags, &pe, &r, &why) < 0) {
 			it->hidden = 1;
 			hide(b->a, &why);
@@ -511,7 +513,8 @@ static int number(struct build *b, struct ckpt_err *err)
 			     c = b->items[c].next) {
 				num[c] = (uint32_t)nn;
 				queue[nn++] = c;
-				nd->u.dir.nsubdir += b->items[c].type == CKPT_DIR;
+				nd->u.dir.nsubdir +=
+					b->items[c].type == CKPT_DIR;
 			}
 			nd->u.dir.nchild = (uint32_t)nn - nd->u.dir.first;
 		} else if (it->type == CKPT_SYMLINK) {
@@ -636,16 +639,17 @@ static int build(struct build *b, struct ckpt_err *err)
 		return ckpt_err_set(err, -EINVAL, "manifest", NULL, 0,
 				    "the archive has no manifest.json");
 	rc = zip_read_entry(a->fd, &mf->z, mf->name, mf->name_len,
-			    b->lim->max_manifest_size, &b->mtext, &b->mlen, err);
+			    b->lim->max_manifest_size, &b->mtext, &b->mlen,
+			    err);
 	if (rc < 0)
 		return rc;
 	rc = manifest_parse(b->mtext, b->mlen, &b->m, err);
 	if (rc < 0)
 		return rc;
-	a->created_ns = b->m.created_ns ? b->m.created_ns
-					: (int64_t)a->st.st_mtim.tv_sec *
-							  1000000000 +
-						  a->st.st_mtim.tv_nsec;
+	a->created_ns = b->m.created_ns
+				? b->m.created_ns
+				: (int64_t)a->st.st_mtim.tv_sec * 1000000000 +
+					  a->st.st_mtim.tv_nsec;
 	a->origin = b->m.origin;
 	a->parent = b->m.parent;
 	b->m.origin = b->m.parent = NULL;
@@ -679,11 +683,11 @@ static int build(struct build *b, struct ckpt_err *err)
 	return rc;
 }
 
-int ckpt_archive_open(int dirfd, const char *file, const struct ckpt_limits *lim,
-		      unsigned flags, struct ckpt_archive **out,
-		      struct ckpt_err *err)
+int ckpt_archive_open(int dirfd, const char *file,
+		      const struct ckpt_limits *lim, unsigned flags,
+		      struct ckpt_archive **out, struct ckpt_err *err)
 {
-	struct build b = { .lim = lim, .flags = flags };
+	struct build b = {.lim = lim, .flags = flags};
 	struct ckpt_archive *a;
 	int rc;
 
@@ -694,7 +698,8 @@ int ckpt_archive_open(int dirfd, const char *file, const struct ckpt_limits *lim
 	/* O_NONBLOCK: a FIFO named like a checkpoint must not hang us;
 	 * O_NOFOLLOW: a link to /dev/zero must not be followed. */
 	a->fd = openat(dirfd, file,
-		       O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+		       O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC |
+			       O_NOCTTY);
 	if (a->fd < 0) {
 		rc = ckpt_err_set(err, -errno, "io", file, strlen(file),
 				  "cannot open: %s", strerror(errno));
@@ -837,7 +842,7 @@ int ckpt_archive_stat(const struct ckpt_archive *a, uint32_t node,
 	st->mtime_ns = n->mtime_ns;
 	st->nchild = n->type == CKPT_DIR ? n->u.dir.nchild : 0;
 	st->nlink = n->type == CKPT_DIR ? 2 + n->u.dir.nsubdir : 1;
-	st->size = n->type == CKPT_FILE      ? n->z.size
+	st->size = n->type == CKPT_FILE	     ? n->z.size
 		   : n->type == CKPT_SYMLINK ? n->u.link.len
 					     : 0;
 	if (node == a->manifest_node && a->manifest_filtered)

@@ -14,17 +14,17 @@
 
 #include "ckpt.h"
 
-#define ZIP_METHOD_STORE 0
+#define ZIP_METHOD_STORE   0
 #define ZIP_METHOD_DEFLATE 8
 
 /* Where one entry's bytes live in the archive file; everything the reader
  * needs, taken from the central directory and checked against the local
  * header when the entry is first opened. */
 struct zentry {
-	uint64_t lho;    /* offset of the local header */
+	uint64_t lho;	 /* offset of the local header */
 	uint64_t extent; /* bytes from lho to the next header or the CD */
-	uint64_t csize;  /* compressed bytes */
-	uint64_t size;   /* uncompressed bytes, as declared */
+	uint64_t csize;	 /* compressed bytes */
+	uint64_t size;	 /* uncompressed bytes, as declared */
 	uint32_t crc;
 	uint16_t method;
 	uint16_t flags;
@@ -54,17 +54,20 @@ int zip_read_cd(int fd, uint64_t file_size, const struct ckpt_limits *lim,
 int64_t zip_data_offset(int fd, const struct zentry *e, const char *name,
 			size_t name_len, struct ckpt_err *err);
 
-enum node_type { NODE_FILE = CKPT_FILE, NODE_DIR = CKPT_DIR,
-		 NODE_SYMLINK = CKPT_SYMLINK };
+enum node_type {
+	NODE_FILE = CKPT_FILE,
+	NODE_DIR = CKPT_DIR,
+	NODE_SYMLINK = CKPT_SYMLINK
+};
 
 struct node {
-	struct zentry z;  /* files: where the content lives */
+	struct zentry z; /* files: where the content lives */
 	int64_t mtime_ns;
 	uint32_t name_off; /* into archive->names */
 	uint32_t parent;
 	union {
 		struct {
-			uint32_t first;  /* node number of the first child */
+			uint32_t first;	 /* node number of the first child */
 			uint32_t nchild; /* children are contiguous, by name */
 			uint32_t nsubdir;
 		} dir;
@@ -81,7 +84,7 @@ struct node {
 	uint8_t type;
 };
 
-#define NO_HASH UINT32_MAX
+#define NO_HASH	     UINT32_MAX
 #define HIDDEN_RULES 16
 
 struct ckpt_archive {
@@ -93,8 +96,8 @@ struct ckpt_archive {
 
 	struct node *nodes; /* immutable after open */
 	uint32_t nnodes;
-	char *names;            /* component names and link targets */
-	uint8_t (*hashes)[16];  /* xxh3-128 of files, by node.u.file.hash */
+	char *names;		/* component names and link targets */
+	uint8_t (*hashes)[16];	/* xxh3-128 of files, by node.u.file.hash */
 	atomic_uchar *verified; /* per node: 0 unknown, 1 good, 2 bad */
 
 	int64_t created_ns;
@@ -120,7 +123,11 @@ struct ckpt_archive {
 	struct ckpt_err poison; /* written once, before poisoned is set */
 };
 
-enum { VERIFY_UNKNOWN, VERIFY_GOOD, VERIFY_BAD };
+enum {
+	VERIFY_UNKNOWN,
+	VERIFY_GOOD,
+	VERIFY_BAD
+};
 
 /* Full archive path of a node ("workspace/a/b"), NUL-terminated.  Returns
  * its length, or -ENAMETOOLONG. */

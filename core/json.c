@@ -14,15 +14,15 @@
 #include "internal.h"
 
 enum {
-	ST_TOP,        /* a value is expected at the top level */
-	ST_DONE,       /* the top-level value is complete */
-	ST_OBJ_FIRST,  /* after '{': a key or '}' */
-	ST_OBJ_KEY,    /* after ',': a key */
-	ST_OBJ_VALUE,  /* after ':': a value */
-	ST_OBJ_NEXT,   /* after a member: ',' or '}' */
-	ST_ARR_FIRST,  /* after '[': a value or ']' */
-	ST_ARR_VALUE,  /* after ',': a value */
-	ST_ARR_NEXT,   /* after an element: ',' or ']' */
+	ST_TOP,	      /* a value is expected at the top level */
+	ST_DONE,      /* the top-level value is complete */
+	ST_OBJ_FIRST, /* after '{': a key or '}' */
+	ST_OBJ_KEY,   /* after ',': a key */
+	ST_OBJ_VALUE, /* after ':': a value */
+	ST_OBJ_NEXT,  /* after a member: ',' or '}' */
+	ST_ARR_FIRST, /* after '[': a value or ']' */
+	ST_ARR_VALUE, /* after ',': a value */
+	ST_ARR_NEXT,  /* after an element: ',' or ']' */
 };
 
 void json_init(struct json *j, const char *text, size_t len)
@@ -158,19 +158,16 @@ static int string(struct json *j)
 		/* backslash */
 		if (j->end - j->s < 2)
 			break;
+		static const char from[] = "\"\\/bfnrt";
+		static const char to[] = "\"\\/\b\f\n\r\t";
 		char e = j->s[1], o[8];
+		const char *m = e ? strchr(from, e) : NULL;
 		size_t n = 1;
+
 		j->s += 2;
-		switch (e) {
-		case '"': o[0] = '"'; break;
-		case '\\': o[0] = '\\'; break;
-		case '/': o[0] = '/'; break;
-		case 'b': o[0] = '\b'; break;
-		case 'f': o[0] = '\f'; break;
-		case 'n': o[0] = '\n'; break;
-		case 'r': o[0] = '\r'; break;
-		case 't': o[0] = '\t'; break;
-		case 'u': {
+		if (m) {
+			o[0] = to[m - from];
+		} else if (e == 'u') {
 			uint32_t cp, lo;
 			if (j->end - j->s < 4 || hex4(j->s, &cp) < 0)
 				return -EINVAL;
@@ -187,9 +184,7 @@ static int string(struct json *j)
 				     (lo - 0xdc00);
 			}
 			n = utf8_encode(cp, o);
-			break;
-		}
-		default:
+		} else {
 			return -EINVAL;
 		}
 		if (put(j, o, n) < 0)
@@ -256,14 +251,16 @@ static enum json_tok value(struct json *j, unsigned char after)
 	case '[':
 		if (j->depth >= JSON_MAX_DEPTH)
 			return fail(j, "nested too deeply");
-		j->stack[j->depth++] = *j->s == '{' ? ST_OBJ_FIRST : ST_ARR_FIRST;
+		j->stack[j->depth++] =
+			*j->s == '{' ? ST_OBJ_FIRST : ST_ARR_FIRST;
 		return *j->s++ == '{' ? JSON_OBJ_BEGIN : JSON_ARR_BEGIN;
 	case '"':
 		return string(j) < 0 ? fail(j, "bad string") : JSON_STRING;
 	case 't':
 		return word(j, "true", 4) ? JSON_TRUE : fail(j, "bad literal");
 	case 'f':
-		return word(j, "false", 5) ? JSON_FALSE : fail(j, "bad literal");
+		return word(j, "false", 5) ? JSON_FALSE
+					   : fail(j, "bad literal");
 	case 'n':
 		return word(j, "null", 4) ? JSON_NULL : fail(j, "bad literal");
 	default:

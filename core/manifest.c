@@ -15,8 +15,9 @@
 
 #include "internal.h"
 
-#define KEY(j, lit) ((j)->str_len == sizeof(lit) - 1 && \
-		     memcmp((j)->str, lit, sizeof(lit) - 1) == 0)
+#define KEY(j, lit)                                                            \
+	((j)->str_len == sizeof(lit) - 1 &&                                    \
+	 memcmp((j)->str, lit, sizeof(lit) - 1) == 0)
 
 struct pool {
 	char *p;
@@ -54,7 +55,7 @@ static int bad(struct ckpt_err *err, const char *why)
 
 int parse_rfc3339(const char *s, size_t len, int64_t *out)
 {
-	struct tm tm = { 0 };
+	struct tm tm = {0};
 	const char *p = s, *e = s + len;
 	int64_t frac = 0, scale = 1000000000;
 	int n = 0, off_min = 0;
@@ -148,8 +149,16 @@ static int parse_entry(struct json *j, struct pool *pl, struct raw *r,
 	memset(r, 0, sizeof(*r));
 	r->target_off = -1;
 	while ((t = json_next(j)) == JSON_KEY) {
-		enum { F_PATH, F_TYPE, F_MODE, F_SIZE, F_MTIME, F_HASH,
-		       F_TARGET, F_OTHER } f = F_OTHER;
+		enum {
+			F_PATH,
+			F_TYPE,
+			F_MODE,
+			F_SIZE,
+			F_MTIME,
+			F_HASH,
+			F_TARGET,
+			F_OTHER
+		} f = F_OTHER;
 		if (KEY(j, "path"))
 			f = F_PATH;
 		else if (KEY(j, "type"))
@@ -225,7 +234,8 @@ static int parse_entry(struct json *j, struct pool *pl, struct raw *r,
 			break;
 		case F_HASH:
 			if (j->str_len != 32)
-				return bad(err, "xxh3_128 is not 32 hex digits");
+				return bad(err,
+					   "xxh3_128 is not 32 hex digits");
 			for (int i = 0; i < 16; i++) {
 				int hi = hexval(j->str[2 * i]);
 				int lo = hexval(j->str[2 * i + 1]);
@@ -283,8 +293,9 @@ static int parse_entries(struct json *j, struct manifest *m, struct pool *pl,
 		raw[n++] = r;
 	}
 	if (t != JSON_ARR_END) {
-		rc = bad(err, j->why ? j->why : "entries is not an array of "
-						"objects");
+		rc = bad(err, j->why ? j->why
+				     : "entries is not an array of "
+				       "objects");
 		goto out;
 	}
 	m->entries = calloc(n ? n : 1, sizeof(*m->entries));
@@ -325,15 +336,16 @@ static int take_string(struct json *j, enum json_tok t, char **dst,
 		return bad(err, "a string field is malformed");
 	free(*dst);
 	*dst = strdup(j->str);
-	return *dst ? 0 : ckpt_err_set(err, -ENOMEM, "limit", NULL, 0,
-				       "out of memory");
+	return *dst ? 0
+		    : ckpt_err_set(err, -ENOMEM, "limit", NULL, 0,
+				   "out of memory");
 }
 
 int manifest_parse(const char *text, size_t len, struct manifest *m,
 		   struct ckpt_err *err)
 {
 	struct json j;
-	struct pool pl = { 0 };
+	struct pool pl = {0};
 	enum json_tok t;
 	bool format_ok = false;
 	int rc = 0;
@@ -364,8 +376,9 @@ int manifest_parse(const char *text, size_t len, struct manifest *m,
 			if (t == JSON_STRING)
 				parse_rfc3339(j.str, j.str_len, &m->created_ns);
 			else
-				rc = json_skip(&j, t) < 0 ? bad(err, "bad created")
-							  : 0;
+				rc = json_skip(&j, t) < 0
+					     ? bad(err, "bad created")
+					     : 0;
 		} else if (KEY(&j, "name")) {
 			rc = take_string(&j, json_next(&j), &m->name, err);
 		} else if (KEY(&j, "origin")) {
@@ -398,7 +411,8 @@ int manifest_parse(const char *text, size_t len, struct manifest *m,
 	if (m->version != 1) {
 		rc = ckpt_err_set(err, -EINVAL, "manifest-version", NULL, 0,
 				  "manifest version %d is not supported (this "
-				  "reader knows version 1)", m->version);
+				  "reader knows version 1)",
+				  m->version);
 		goto out;
 	}
 	m->pool = pl.p;
@@ -425,7 +439,7 @@ void manifest_free(struct manifest *m)
 const struct mentry *manifest_find(const struct manifest *m, const char *path,
 				   size_t len)
 {
-	struct mentry key = { .path = path, .len = (uint32_t)len };
+	struct mentry key = {.path = path, .len = (uint32_t)len};
 
 	if (!m->has_entries)
 		return NULL;
@@ -491,11 +505,12 @@ ssize_t manifest_filter(const char *text, size_t len,
 			}
 			if (path && keep(ctx, path, plen)) {
 				if (!any) /* whitespace after '[' */
-					for (ws_end = open; ws_end < start &&
-							    *ws_end != '{';)
+					for (ws_end = open;
+					     ws_end < start && *ws_end != '{';)
 						ws_end++;
 				emit(out, &o, any ? prev_end : open,
-				     (size_t)(ws_end - (any ? prev_end : open)));
+				     (size_t)(ws_end -
+					      (any ? prev_end : open)));
 				emit(out, &o, start, (size_t)(j.s - start));
 				any = true;
 			}

@@ -24,8 +24,8 @@
 
 #include "internal.h"
 
-static const char *const tier_name[CKPT_TIER_COUNT] = { "world", "workspace",
-							 "session" };
+static const char *const tier_name[CKPT_TIER_COUNT] = {"world", "workspace",
+						       "session"};
 
 struct pentry {
 	char *path; /* "workspace/src/a.c" */
@@ -119,7 +119,7 @@ static int add(struct pack *p, const char *path, const char *src,
 {
 	struct pentry *e;
 	struct ckpt_policy_entry pe;
-	struct ckpt_resolver r = { disk_lookup, (void *)p->o };
+	struct ckpt_resolver r = {disk_lookup, (void *)p->o};
 	char target[4096];
 	ssize_t tl = 0;
 	int rc;
@@ -168,13 +168,14 @@ static int add(struct pack *p, const char *path, const char *src,
 	p->n++;
 	e->type = pe.type;
 	e->mode = st->st_mode & 0777; /* no setuid/setgid/sticky, ever */
-	e->mtime_ns = (int64_t)st->st_mtim.tv_sec * 1000000000 +
-		      st->st_mtim.tv_nsec;
+	e->mtime_ns =
+		(int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
 	if (e->type == CKPT_FILE) {
 		rc = hash_file(src, &e->size, e->hash);
 		if (rc < 0)
-			return ckpt_err_set(p->err, rc, "io", path, strlen(path),
-					    "cannot read: %s", strerror(-rc));
+			return ckpt_err_set(p->err, rc, "io", path,
+					    strlen(path), "cannot read: %s",
+					    strerror(-rc));
 	}
 	return 0;
 }
@@ -192,7 +193,8 @@ static int walk(struct pack *p, char *path, size_t plen, char *src, size_t slen)
 		size_t nl = strlen(de->d_name);
 		struct stat st;
 
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+		if (strcmp(de->d_name, ".") == 0 ||
+		    strcmp(de->d_name, "..") == 0)
 			continue;
 		if (plen + 1 + nl >= 4096 || slen + 1 + nl >= 8192) {
 			rc = ckpt_err_set(p->err, -ENAMETOOLONG, "io", path,
@@ -328,7 +330,7 @@ static int write_zip(struct pack *p, const char *tmp, const char *manifest)
 				goto bad;
 			}
 			attr = (zip_uint32_t)((e->type == CKPT_FILE ? S_IFREG
-								   : S_IFLNK) |
+								    : S_IFLNK) |
 					      e->mode)
 			       << 16;
 			if (e->type == CKPT_SYMLINK)
@@ -337,9 +339,11 @@ static int write_zip(struct pack *p, const char *tmp, const char *manifest)
 		}
 		if (idx < 0 ||
 		    zip_file_set_external_attributes(za, (zip_uint64_t)idx, 0,
-						     ZIP_OPSYS_UNIX, attr) < 0 ||
+						     ZIP_OPSYS_UNIX,
+						     attr) < 0 ||
 		    zip_file_set_mtime(za, (zip_uint64_t)idx,
-				       (time_t)(e->mtime_ns / 1000000000), 0) < 0)
+				       (time_t)(e->mtime_ns / 1000000000),
+				       0) < 0)
 			goto bad;
 	}
 	if (zip_close(za) < 0)
@@ -368,7 +372,7 @@ static int sync_path(const char *path, int flags)
 int ckpt_pack(const struct ckpt_pack_opts *o, const char *out_path,
 	      struct ckpt_err *err)
 {
-	struct pack p = { .o = o, .err = err };
+	struct pack p = {.o = o, .err = err};
 	char path[4096], src[8192], tmp[4200] = "", dir[4200];
 	char *manifest = NULL;
 	struct timespec now;
@@ -397,9 +401,10 @@ int ckpt_pack(const struct ckpt_pack_opts *o, const char *out_path,
 	if (p.n)
 		qsort(p.e, p.n, sizeof(*p.e), cmp_pentry);
 	clock_gettime(CLOCK_REALTIME, &now);
-	manifest = manifest_text(&p, o->created_ns ? o->created_ns
-						  : (int64_t)now.tv_sec * 1000000000 +
-							    now.tv_nsec);
+	manifest = manifest_text(
+		&p, o->created_ns
+			    ? o->created_ns
+			    : (int64_t)now.tv_sec * 1000000000 + now.tv_nsec);
 	if (!manifest) {
 		rc = ckpt_err_set(err, -ENOMEM, "io", NULL, 0, "out of memory");
 		goto out;
@@ -424,7 +429,9 @@ int ckpt_pack(const struct ckpt_pack_opts *o, const char *out_path,
 	 * directory entry that holds the name. */
 	if ((rc = sync_path(tmp, O_RDONLY)) < 0 ||
 	    (rc = renameat2(AT_FDCWD, tmp, AT_FDCWD, out_path,
-			    RENAME_NOREPLACE) < 0 ? -errno : 0) < 0 ||
+			    RENAME_NOREPLACE) < 0
+			  ? -errno
+			  : 0) < 0 ||
 	    (rc = sync_path(dir, O_RDONLY | O_DIRECTORY)) < 0) {
 		ckpt_err_set(err, rc, "io", out_path, strlen(out_path),
 			     "cannot publish: %s", strerror(-rc));

@@ -20,10 +20,10 @@
 
 #include "internal.h"
 
-#define RING (256u * 1024)
+#define RING  (256u * 1024)
 #define INBUF (64u * 1024)
-#define CHUNK (64u * 1024) /* most output produced per inflate call */
-#define SEG (128u * 1024)  /* most output copied per ring refill */
+#define CHUNK (64u * 1024)  /* most output produced per inflate call */
+#define SEG   (128u * 1024) /* most output copied per ring refill */
 
 struct ckpt_reader {
 	struct ckpt_archive *a; /* one reference, held until close */
@@ -172,13 +172,14 @@ int ckpt_reader_open(struct ckpt_archive *a, uint32_t node,
 	if (r->n->z.method == ZIP_METHOD_DEFLATE) {
 		/* Small entries get small buffers: the whole content fits
 		 * the ring, so nothing is ever inflated twice. */
-		r->ring_size = r->n->z.size < RING ? (size_t)r->n->z.size + 1
-						   : RING;
+		r->ring_size =
+			r->n->z.size < RING ? (size_t)r->n->z.size + 1 : RING;
 		r->in_size = r->n->z.csize < INBUF ? (size_t)r->n->z.csize + 1
 						   : INBUF;
 		r->ring = malloc(r->ring_size);
 		r->in = malloc(r->in_size);
-		if (!r->ring || !r->in || inflateInit2(&r->zs, -MAX_WBITS) != Z_OK)
+		if (!r->ring || !r->in ||
+		    inflateInit2(&r->zs, -MAX_WBITS) != Z_OK)
 			goto nomem;
 		r->zinit = true;
 	}
@@ -349,8 +350,8 @@ static ssize_t read_deflated(struct ckpt_reader *r, uint8_t *buf, size_t n,
 	while (done < n) {
 		uint64_t at = off + done;
 		size_t seg = n - done < SEG ? n - done : SEG;
-		uint64_t lo = r->vpos > r->ring_size ? r->vpos - r->ring_size
-						     : 0;
+		uint64_t lo =
+			r->vpos > r->ring_size ? r->vpos - r->ring_size : 0;
 
 		if (at < lo && (rc = rewind_inflate(r)) < 0)
 			break;
@@ -382,13 +383,16 @@ ssize_t ckpt_reader_pread(struct ckpt_reader *r, void *buf, size_t size,
 	if (r->mem) {
 		if (off >= r->mem_len)
 			return 0;
-		size = size < r->mem_len - off ? size : r->mem_len - (size_t)off;
+		size = size < r->mem_len - off ? size
+					       : r->mem_len - (size_t)off;
 		memcpy(buf, r->mem + off, size);
 		return (ssize_t)size;
 	}
 	if (atomic_load(&r->a->verified[r->node]) == VERIFY_BAD)
-		return fail(r, -EIO, "crc", "content does not match its CRC "
-					    "or hash", err);
+		return fail(r, -EIO, "crc",
+			    "content does not match its CRC "
+			    "or hash",
+			    err);
 	if (off >= total || size == 0)
 		return 0;
 	if (size > total - off)

@@ -27,10 +27,10 @@
 struct slot {
 	char *name; /* checkpoint name, without the suffix */
 	uint32_t key;
-	struct stat st;        /* identity when scanned or opened */
+	struct stat st;		/* identity when scanned or opened */
 	struct ckpt_archive *a; /* the store's reference, or NULL */
 	bool refused;
-	bool changed; /* during a refresh: new or replaced */
+	bool changed;	     /* during a refresh: new or replaced */
 	struct ckpt_err why; /* when refused */
 };
 
@@ -39,7 +39,7 @@ struct ckpt_store {
 	struct ckpt_store_opts o;
 	pthread_rwlock_t lock;
 	pthread_mutex_t refresh; /* one rescan at a time */
-	struct slot *slots;      /* sorted by name */
+	struct slot *slots;	 /* sorted by name */
 	size_t nslots;
 	struct ckpt_archive **inst; /* by increasing id; NULL once dropped */
 	size_t ninst, live;
@@ -64,7 +64,7 @@ static int cmp_slot(const void *x, const void *y)
 
 static struct slot *find(struct slot *slots, size_t n, const char *name)
 {
-	struct slot key = { .name = (char *)name };
+	struct slot key = {.name = (char *)name};
 
 	/* An empty store has no array at all. */
 	return n ? bsearch(&key, slots, n, sizeof(key), cmp_slot) : NULL;
@@ -116,10 +116,12 @@ static int scan(struct ckpt_store *s, struct slot **out, size_t *n)
 		struct stat st;
 
 		if (len <= sizeof(SUFFIX) - 1 ||
-		    strcmp(de->d_name + len - (sizeof(SUFFIX) - 1), SUFFIX) != 0 ||
+		    strcmp(de->d_name + len - (sizeof(SUFFIX) - 1), SUFFIX) !=
+			    0 ||
 		    ckpt_name_check(de->d_name, len - (sizeof(SUFFIX) - 1)) < 0)
 			continue;
-		if (fstatat(s->dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		if (fstatat(s->dirfd, de->d_name, &st, AT_SYMLINK_NOFOLLOW) <
+			    0 ||
 		    !S_ISREG(st.st_mode))
 			continue;
 		if (cnt == cap) {
@@ -322,8 +324,8 @@ int ckpt_store_get(struct ckpt_store *s, const char *name,
 	/* Indexing happens unlocked; two threads may race to index one
 	 * checkpoint, and the loser's work is dropped below. */
 	snprintf(file, sizeof(file), "%s" SUFFIX, name);
-	rc = ckpt_archive_open(s->dirfd, file, &s->o.limits,
-			       s->o.policy_flags, &a, err);
+	rc = ckpt_archive_open(s->dirfd, file, &s->o.limits, s->o.policy_flags,
+			       &a, err);
 
 	pthread_rwlock_wrlock(&s->lock);
 	sl = find(s->slots, s->nslots, name);
@@ -497,7 +499,7 @@ char *ckpt_store_status(struct ckpt_store *s, size_t *lenp)
 	for (size_t i = 0;; i++) {
 		char name[256];
 		struct ckpt_archive *a = NULL;
-		struct ckpt_err why = { 0 };
+		struct ckpt_err why = {0};
 		char *line, *grown;
 
 		pthread_rwlock_rdlock(&s->lock);

@@ -17,17 +17,17 @@
 
 #include "internal.h"
 
-#define SIG_LOCAL 0x04034b50u
-#define SIG_CENTRAL 0x02014b50u
-#define SIG_EOCD 0x06054b50u
-#define SIG_EOCD64 0x06064b50u
-#define SIG_LOC64 0x07064b50u
-#define EOCD_LEN 22u
-#define LOC64_LEN 20u
-#define EOCD64_LEN 56u
-#define CENTRAL_LEN 46u
-#define LOCAL_LEN 30u
-#define FLAG_ENCRYPTED 0x0001u
+#define SIG_LOCAL	0x04034b50u
+#define SIG_CENTRAL	0x02014b50u
+#define SIG_EOCD	0x06054b50u
+#define SIG_EOCD64	0x06064b50u
+#define SIG_LOC64	0x07064b50u
+#define EOCD_LEN	22u
+#define LOC64_LEN	20u
+#define EOCD64_LEN	56u
+#define CENTRAL_LEN	46u
+#define LOCAL_LEN	30u
+#define FLAG_ENCRYPTED	0x0001u
 #define FLAG_DESCRIPTOR 0x0008u
 
 /* A bounds-checked little-endian cursor: reading past the end clears ok
@@ -109,12 +109,12 @@ static int64_t dos_time_ns(uint16_t t, uint16_t d)
 static bool parse_extra(const uint8_t *p, size_t len, struct zcd *e,
 			bool want_usize, bool want_csize, bool want_lho)
 {
-	struct cur c = { p, p + len, true };
+	struct cur c = {p, p + len, true};
 
 	while (c.ok && c.end - c.p >= 4) {
 		uint16_t id = (uint16_t)get(&c, 2);
 		uint16_t sz = (uint16_t)get(&c, 2);
-		struct cur f = { take(&c, sz), NULL, c.ok };
+		struct cur f = {take(&c, sz), NULL, c.ok};
 
 		if (!c.ok)
 			return false;
@@ -201,7 +201,7 @@ static int find_eocd(int fd, uint64_t size, uint64_t *cd_off, uint64_t *cd_len,
 		return ckpt_err_set(err, rc, "io", NULL, 0,
 				    "cannot read archive: %s", strerror(-rc));
 	for (size_t i = tl - EOCD_LEN + 1; i-- > 0;) {
-		struct cur c = { tail + i, tail + tl, true };
+		struct cur c = {tail + i, tail + tl, true};
 		uint16_t disk, cd_disk, n_disk, n_all, clen;
 		uint32_t len32, off32;
 
@@ -223,8 +223,8 @@ static int find_eocd(int fd, uint64_t size, uint64_t *cd_off, uint64_t *cd_len,
 		if (n_all == 0xffff || len32 == 0xffffffff ||
 		    off32 == 0xffffffff) {
 			uint8_t l[LOC64_LEN], r[EOCD64_LEN];
-			struct cur lc = { l, l + sizeof(l), true };
-			struct cur rcur = { r, r + sizeof(r), true };
+			struct cur lc = {l, l + sizeof(l), true};
+			struct cur rcur = {r, r + sizeof(r), true};
 			uint64_t e64;
 
 			if (*cd_end < LOC64_LEN ||
@@ -298,7 +298,7 @@ int zip_read_cd(int fd, uint64_t file_size, const struct ckpt_limits *lim,
 			     strerror(-rc));
 		goto out;
 	}
-	c = (struct cur){ buf, buf + cd_len, true };
+	c = (struct cur){buf, buf + cd_len, true};
 	for (uint64_t i = 0; i < count; i++) {
 		struct zcd *e = &ents[i];
 		uint16_t nl, xl, cl, t, d;
@@ -336,8 +336,8 @@ int zip_read_cd(int fd, uint64_t file_size, const struct ckpt_limits *lim,
 		e->z.size = u32;
 		e->z.lho = o32;
 		e->mtime_ns = dos_time_ns(t, d);
-		if (!parse_extra(x, xl, e, u32 == 0xffffffff,
-				 c32 == 0xffffffff, o32 == 0xffffffff)) {
+		if (!parse_extra(x, xl, e, u32 == 0xffffffff, c32 == 0xffffffff,
+				 o32 == 0xffffffff)) {
 			rc = not_zip(err, "bad zip64 extra field");
 			goto out;
 		}
@@ -373,7 +373,7 @@ int64_t zip_data_offset(int fd, const struct zentry *e, const char *name,
 	    pread_full(fd, h, LOCAL_LEN + name_len, e->lho) < 0)
 		return ckpt_err_set(err, -EIO, "header-mismatch", name,
 				    name_len, "local header unreadable");
-	c = (struct cur){ h, h + LOCAL_LEN + name_len, true };
+	c = (struct cur){h, h + LOCAL_LEN + name_len, true};
 	if (get(&c, 4) != SIG_LOCAL)
 		why = "no local header signature";
 	get(&c, 2);
@@ -393,8 +393,7 @@ int64_t zip_data_offset(int fd, const struct zentry *e, const char *name,
 	/* Without a data descriptor the local header carries the real
 	 * values; zip64 entries keep theirs in the central record. */
 	if (!why && !(flags & FLAG_DESCRIPTOR) &&
-	    (crc != e->crc ||
-	     (c32 != 0xffffffff && c32 != e->csize) ||
+	    (crc != e->crc || (c32 != 0xffffffff && c32 != e->csize) ||
 	     (u32 != 0xffffffff && u32 != e->size)))
 		why = "local and central sizes or CRC differ";
 	data = LOCAL_LEN + (uint64_t)name_len + xl;
@@ -412,7 +411,7 @@ int zip_read_entry(int fd, const struct zentry *e, const char *name,
 {
 	int64_t data = zip_data_offset(fd, e, name, name_len, err);
 	uint8_t in[16384];
-	z_stream zs = { 0 };
+	z_stream zs = {0};
 	char *buf = NULL;
 	uint64_t pos = 0, used = 0;
 	int rc = 0, zr = Z_OK;
@@ -456,7 +455,8 @@ int zip_read_entry(int fd, const struct zentry *e, const char *name,
 				}
 				if (n > e->csize - used)
 					n = (size_t)(e->csize - used);
-				rc = pread_full(fd, in, n, (uint64_t)data + used);
+				rc = pread_full(fd, in, n,
+						(uint64_t)data + used);
 				if (rc < 0)
 					break;
 				used += n;

@@ -26,7 +26,10 @@ struct options {
 	double timeout;
 };
 
-#define OPT(t, p) { t, offsetof(struct options, p), 1 }
+#define OPT(t, p)                                                              \
+	{                                                                      \
+		t, offsetof(struct options, p), 1                              \
+	}
 static const struct fuse_opt opt_spec[] = {
 	OPT("ro", ro),
 	OPT("workspace_only", workspace_only),
@@ -40,8 +43,7 @@ static const struct fuse_opt opt_spec[] = {
 	OPT("--help", help),
 	OPT("-V", version),
 	OPT("--version", version),
-	FUSE_OPT_END
-};
+	FUSE_OPT_END};
 
 static void usage(const char *prog)
 {
@@ -135,11 +137,11 @@ static void raise_nofile(void)
 int main(int argc, char **argv)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
-	struct options o = { .timeout = 86400 };
-	struct fuse_cmdline_opts cmd = { 0 };
-	struct ckpt_store_opts so = { .opened = on_open };
-	struct ckptfs fs = { .inotify_fd = -1, .stop_fd = -1 };
-	struct ckpt_err err = { 0 };
+	struct options o = {.timeout = 86400};
+	struct fuse_cmdline_opts cmd = {0};
+	struct ckpt_store_opts so = {.opened = on_open};
+	struct ckptfs fs = {.inotify_fd = -1, .stop_fd = -1};
+	struct ckpt_err err = {0};
 	char store[PATH_MAX], fsname[PATH_MAX + 32];
 	struct timespec now;
 	int rc = 1;
@@ -163,8 +165,10 @@ int main(int argc, char **argv)
 		goto out_args;
 	}
 	if (!o.store || !cmd.mountpoint) {
-		fprintf(stderr, "usage: %s [options] STORE MOUNTPOINT "
-				"(see --help)\n", argv[0]);
+		fprintf(stderr,
+			"usage: %s [options] STORE MOUNTPOINT "
+			"(see --help)\n",
+			argv[0]);
 		rc = 2;
 		goto out_args;
 	}
@@ -225,8 +229,9 @@ int main(int argc, char **argv)
 	}
 	/* After daemonising: threads do not survive fork(). */
 	if (ckptfs_watch_start(&fs, store) < 0)
-		fuse_log(FUSE_LOG_WARNING, "ckptfs: cannot watch %s; new "
-					   "checkpoints appear within 2 s\n",
+		fuse_log(FUSE_LOG_WARNING,
+			 "ckptfs: cannot watch %s; new "
+			 "checkpoints appear within 2 s\n",
 			 store);
 	if (cmd.singlethread) {
 		rc = fuse_session_loop(fs.se);

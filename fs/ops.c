@@ -20,11 +20,11 @@
 
 #include "ckptfs.h"
 
-#define LATEST "latest"
-#define XATTR_HASH "user.ckpt.xxh128"
-#define XATTR_ORIGIN "user.ckpt.origin"
+#define LATEST	      "latest"
+#define XATTR_HASH    "user.ckpt.xxh128"
+#define XATTR_ORIGIN  "user.ckpt.origin"
 #define XATTR_CREATED "user.ckpt.created"
-#define XATTR_PARENT "user.ckpt.parent"
+#define XATTR_PARENT  "user.ckpt.parent"
 
 static struct ckptfs *fs_of(fuse_req_t req)
 {
@@ -87,7 +87,7 @@ static int archive_attr(struct ckptfs *fs, const struct ckpt_archive *a,
 		return rc;
 	memset(st, 0, sizeof(*st));
 	st->st_ino = (ino_t)ckpt_archive_key(a) << 32 | node;
-	st->st_mode = cs.mode | (cs.type == CKPT_DIR       ? S_IFDIR
+	st->st_mode = cs.mode | (cs.type == CKPT_DIR	   ? S_IFDIR
 				 : cs.type == CKPT_SYMLINK ? S_IFLNK
 							   : S_IFREG);
 	st->st_nlink = cs.nlink;
@@ -174,7 +174,7 @@ static double attr_timeout(struct ckptfs *fs, fuse_ino_t ino)
 static void reply_entry(fuse_req_t req, fuse_ino_t ino)
 {
 	struct ckptfs *fs = fs_of(req);
-	struct fuse_entry_param e = { 0 };
+	struct fuse_entry_param e = {0};
 	int rc = getattr_ino(fs, ino, &e.attr);
 
 	if (rc < 0) {
@@ -230,7 +230,7 @@ static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
 	if (rc == -ENOENT) {
 		/* Inside a checkpoint nothing appears later: let the kernel
 		 * remember the absence too. */
-		struct fuse_entry_param e = { .entry_timeout = fs->timeout };
+		struct fuse_entry_param e = {.entry_timeout = fs->timeout};
 		fuse_reply_entry(req, &e);
 	} else if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -315,7 +315,7 @@ static bool add_entry(fuse_req_t req, char *buf, size_t size, size_t *pos,
 		      bool plus, const char *name, fuse_ino_t ino, off_t next)
 {
 	struct ckptfs *fs = fs_of(req);
-	struct fuse_entry_param e = { 0 };
+	struct fuse_entry_param e = {0};
 	size_t n;
 
 	if (getattr_ino(fs, ino, &e.attr) < 0)
@@ -358,10 +358,10 @@ static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 	char tmp[300];
 
 	if (ino == INO_ROOT) {
-		static const char *const names[] = { "snapshots", ".ckptfs",
-						     LATEST };
-		static const fuse_ino_t inos[] = { INO_SNAPSHOTS, INO_CONTROL,
-						   INO_LATEST };
+		static const char *const names[] = {"snapshots", ".ckptfs",
+						    LATEST};
+		static const fuse_ino_t inos[] = {INO_SNAPSHOTS, INO_CONTROL,
+						  INO_LATEST};
 		for (off_t i = off; i < 3; i++) {
 			if (inos[i] == INO_LATEST &&
 			    latest_target(fs, tmp, sizeof(tmp)) < 0)
@@ -377,10 +377,9 @@ static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 	} else if (ino == INO_SNAPSHOTS) {
 		size_t p = (size_t)off;
 		while (ckpt_store_next(fs->store, &p, &a) == 0) {
-			bool ok = add_entry(req, buf, size, pos, plus,
-					    ckpt_archive_name(a),
-					    nodeid(a, CKPT_NODE_ROOT),
-					    (off_t)p + 3);
+			bool ok = add_entry(
+				req, buf, size, pos, plus, ckpt_archive_name(a),
+				nodeid(a, CKPT_NODE_ROOT), (off_t)p + 3);
 			ckpt_archive_unref(a);
 			if (!ok)
 				return;
@@ -402,8 +401,8 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 	}
 	if (off == 0 && !add_entry(req, buf, size, &pos, plus, ".", ino, 1))
 		goto out;
-	if (off <= 1 && !add_entry(req, buf, size, &pos, plus, "..",
-				   parent_ino(a, ino), 2))
+	if (off <= 1 &&
+	    !add_entry(req, buf, size, &pos, plus, "..", parent_ino(a, ino), 2))
 		goto out;
 	off = off < 2 ? 0 : off - 2;
 	if (!a) {
@@ -454,7 +453,7 @@ static void ckptfs_op_open(fuse_req_t req, fuse_ino_t ino,
 	struct ckptfs *fs = fs_of(req);
 	struct ckpt_reader *r;
 	struct ckpt_archive *a;
-	struct ckpt_err err = { 0 };
+	struct ckpt_err err = {0};
 	uint32_t node;
 	int rc;
 
@@ -498,7 +497,7 @@ static void ckptfs_op_open(fuse_req_t req, fuse_ino_t ino,
 static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 			   off_t off, struct fuse_file_info *fi)
 {
-	struct ckpt_err err = { 0 };
+	struct ckpt_err err = {0};
 	ssize_t n;
 	char *buf;
 
@@ -579,8 +578,8 @@ static int xattr_value(struct ckptfs *fs, fuse_ino_t ino, const char *name,
 	return rc;
 }
 
-static void ckptfs_op_getxattr(fuse_req_t req, fuse_ino_t ino,
-			       const char *name, size_t size)
+static void ckptfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			       size_t size)
 {
 	char buf[4096];
 	int rc = xattr_value(fs_of(req), ino, name, buf,
@@ -596,8 +595,8 @@ static void ckptfs_op_getxattr(fuse_req_t req, fuse_ino_t ino,
 
 static void ckptfs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-	static const char *const names[] = { XATTR_HASH, XATTR_ORIGIN,
-					     XATTR_CREATED, XATTR_PARENT };
+	static const char *const names[] = {XATTR_HASH, XATTR_ORIGIN,
+					    XATTR_CREATED, XATTR_PARENT};
 	struct ckptfs *fs = fs_of(req);
 	char list[256];
 	size_t len = 0;
@@ -631,8 +630,8 @@ static int refuse(fuse_ino_t parent, bool snapshot_op)
 	return EPERM;
 }
 
-static void ckptfs_op_mkdir(fuse_req_t req, fuse_ino_t parent,
-			    const char *name, mode_t mode)
+static void ckptfs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+			    mode_t mode)
 {
 	(void)name;
 	(void)mode;
@@ -667,8 +666,8 @@ static void ckptfs_op_rename(fuse_req_t req, fuse_ino_t parent,
 		fuse_reply_err(req, refuse(newparent, true));
 }
 
-static void ckptfs_op_mknod(fuse_req_t req, fuse_ino_t parent,
-			    const char *name, mode_t mode, dev_t rdev)
+static void ckptfs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+			    mode_t mode, dev_t rdev)
 {
 	(void)name;
 	(void)mode;
@@ -694,8 +693,8 @@ static void ckptfs_op_symlink(fuse_req_t req, const char *link,
 	fuse_reply_err(req, refuse(parent, false));
 }
 
-static void ckptfs_op_link(fuse_req_t req, fuse_ino_t ino,
-			   fuse_ino_t newparent, const char *newname)
+static void ckptfs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+			   const char *newname)
 {
 	(void)ino;
 	(void)newname;
@@ -711,9 +710,8 @@ static void ckptfs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	fuse_reply_err(req, ino >> 32 ? EROFS : EPERM);
 }
 
-static void ckptfs_op_setxattr(fuse_req_t req, fuse_ino_t ino,
-			       const char *name, const char *value,
-			       size_t size, int flags)
+static void ckptfs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			       const char *value, size_t size, int flags)
 {
 	(void)name;
 	(void)value;
@@ -732,7 +730,7 @@ static void ckptfs_op_removexattr(fuse_req_t req, fuse_ino_t ino,
 static void ckptfs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct ckptfs *fs = fs_of(req);
-	struct statvfs sv = { 0 };
+	struct statvfs sv = {0};
 	uint64_t bytes, count;
 
 	(void)ino;

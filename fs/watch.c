@@ -18,9 +18,9 @@
 
 #include "ckptfs.h"
 
-#define DEBOUNCE_MS 50
+#define DEBOUNCE_MS  50
 #define MAX_DELAY_MS 250 /* a steady stream of events waits no longer */
-#define RESCAN_MS 2000
+#define RESCAN_MS    2000
 
 struct changes {
 	struct ckptfs *fs;
@@ -39,7 +39,7 @@ static void changed(void *ctx, const char *name)
 
 static void refresh(struct ckptfs *fs)
 {
-	struct changes c = { fs, 0 };
+	struct changes c = {fs, 0};
 
 	ckpt_store_refresh(fs->store, changed, &c);
 	if (c.n == 0)
@@ -60,16 +60,18 @@ static int64_t now_ms(void)
 static void *watch(void *arg)
 {
 	struct ckptfs *fs = arg;
-	struct pollfd p[2] = { { fs->stop_fd, POLLIN, 0 },
-			       { fs->inotify_fd, POLLIN, 0 } };
-	char buf[8192] __attribute__((aligned(__alignof__(struct inotify_event))));
+	struct pollfd p[2] = {{fs->stop_fd, POLLIN, 0},
+			      {fs->inotify_fd, POLLIN, 0}};
+	char buf[8192]
+		__attribute__((aligned(__alignof__(struct inotify_event))));
 	int64_t first = 0; /* when the oldest unhandled event came, or 0 */
 
 	for (;;) {
 		int64_t left = first ? first + MAX_DELAY_MS - now_ms() : 0;
 		int timeout = !first ? RESCAN_MS
-				     : (int)(left < DEBOUNCE_MS ? (left > 0 ? left : 0)
-								: DEBOUNCE_MS);
+				     : (int)(left < DEBOUNCE_MS
+						     ? (left > 0 ? left : 0)
+						     : DEBOUNCE_MS);
 		int r = poll(p, fs->inotify_fd >= 0 ? 2 : 1, timeout);
 
 		if (r < 0 && errno == EINTR)
@@ -102,9 +104,9 @@ int ckptfs_watch_start(struct ckptfs *fs, const char *store_dir)
 	if (fs->inotify_fd >= 0 &&
 	    inotify_add_watch(fs->inotify_fd, store_dir,
 			      IN_CREATE | IN_DELETE | IN_MOVED_FROM |
-				      IN_MOVED_TO | IN_CLOSE_WRITE |
-				      IN_ATTRIB | IN_DELETE_SELF |
-				      IN_MOVE_SELF | IN_ONLYDIR) < 0) {
+				      IN_MOVED_TO | IN_CLOSE_WRITE | IN_ATTRIB |
+				      IN_DELETE_SELF | IN_MOVE_SELF |
+				      IN_ONLYDIR) < 0) {
 		close(fs->inotify_fd);
 		fs->inotify_fd = -1;
 	}

@@ -25,10 +25,10 @@ static void usage(void)
 
 int main(int argc, char **argv)
 {
-	static const char *const tiers[] = { "world", "workspace", "session" };
-	struct ckpt_pack_opts o = { .origin = "user" };
+	static const char *const tiers[] = {"world", "workspace", "session"};
+	struct ckpt_pack_opts o = {.origin = "user"};
 	char dirs[CKPT_TIER_COUNT][4096], name[256];
-	struct ckpt_err err = { 0 };
+	struct ckpt_err err = {0};
 	const char *out;
 	int c;
 

@@ -16,8 +16,9 @@
 #include "internal.h"
 #include "zipgen.h"
 
-#define MF "{\"format\":\"ckpt\",\"version\":1,\"created\":" \
-	   "\"2025-11-22T09:00:00.5Z\",\"origin\":\"user\",\"parent\":null}"
+#define MF                                                                     \
+	"{\"format\":\"ckpt\",\"version\":1,\"created\":"                      \
+	"\"2025-11-22T09:00:00.5Z\",\"origin\":\"user\",\"parent\":null}"
 
 static char dir[64];
 static int dirfd_;
@@ -84,20 +85,29 @@ START_TEST(layout_and_lookup)
 {
 	static const char body[] = "hello\n";
 	struct zg_entry e[] = {
-		{ .name = "workspace/src/b.c", .data = body, .len = 6,
-		  .deflate = 1, .mode = S_IFREG | 0644 },
-		{ .name = "workspace/src/a.c", .data = body, .len = 6,
-		  .mode = S_IFREG | 04755 },
-		{ .name = "workspace/bin/run", .data = "../src/a.c", .len = 10,
-		  .mode = S_IFLNK | 0777 },
-		{ .name = "workspace/empty/", .data = "", .len = 0,
-		  .mode = S_IFDIR | 0755 },
-		{ .name = "world/snap.json", .data = "{}", .len = 2 },
-		{ .name = "session/t.jsonl", .data = "{}\n", .len = 3 },
+		{.name = "workspace/src/b.c",
+		 .data = body,
+		 .len = 6,
+		 .deflate = 1,
+		 .mode = S_IFREG | 0644},
+		{.name = "workspace/src/a.c",
+		 .data = body,
+		 .len = 6,
+		 .mode = S_IFREG | 04755},
+		{.name = "workspace/bin/run",
+		 .data = "../src/a.c",
+		 .len = 10,
+		 .mode = S_IFLNK | 0777},
+		{.name = "workspace/empty/",
+		 .data = "",
+		 .len = 0,
+		 .mode = S_IFDIR | 0755},
+		{.name = "world/snap.json", .data = "{}", .len = 2},
+		{.name = "session/t.jsonl", .data = "{}\n", .len = 3},
 	};
 	struct ckpt_archive *a;
 	struct ckpt_stat st;
-	struct ckpt_err err = { 0 };
+	struct ckpt_err err = {0};
 	const char *name;
 	size_t len;
 	uint32_t n, c;
@@ -125,7 +135,8 @@ START_TEST(layout_and_lookup)
 	ck_assert_uint_eq(st.nlink, 1);
 	ck_assert_int_eq(read_all(a, n, buf, sizeof(buf), &err), 6);
 	ck_assert_int_eq(read_all(a, walk(a, "workspace/src/b.c"), buf,
-				  sizeof(buf), &err), 6);
+				  sizeof(buf), &err),
+			 6);
 	ck_assert(memcmp(buf, body, 6) == 0);
 
 	n = walk(a, "workspace/bin/run");
@@ -136,11 +147,13 @@ START_TEST(layout_and_lookup)
 	ck_assert_int_eq(st.type, CKPT_DIR);
 	ck_assert_uint_eq(st.nchild, 0);
 	/* implied directories carry the creation time */
-	ck_assert_int_eq(ckpt_archive_stat(a, walk(a, "workspace/src"), &st), 0);
+	ck_assert_int_eq(ckpt_archive_stat(a, walk(a, "workspace/src"), &st),
+			 0);
 	ck_assert(st.mtime_ns == 1763802000500000000LL);
 	ck_assert_uint_eq(walk(a, "workspace/nope"), UINT32_MAX);
 	ck_assert_int_eq(ckpt_archive_lookup(a, walk(a, "workspace/src/a.c"),
-					     "x", 1, &n), -ENOTDIR);
+					     "x", 1, &n),
+			 -ENOTDIR);
 	ckpt_archive_unref(a);
 }
 END_TEST
@@ -148,16 +161,20 @@ END_TEST
 START_TEST(hidden_entries)
 {
 	struct zg_entry e[] = {
-		{ .name = "workspace/ok", .data = "x", .len = 1 },
-		{ .name = "workspace/../x", .data = "x", .len = 1 },
-		{ .name = "/abs", .data = "x", .len = 1 },
-		{ .name = "workspace/.credentials.json", .data = "x", .len = 1 },
-		{ .name = "session/.Claude.JSON", .data = "x", .len = 1 },
-		{ .name = "elsewhere/x", .data = "x", .len = 1 },
-		{ .name = "workspace/esc", .data = "../../etc", .len = 9,
-		  .mode = S_IFLNK | 0777 },
-		{ .name = "workspace/fifo", .data = "", .len = 0,
-		  .mode = S_IFIFO | 0644 },
+		{.name = "workspace/ok", .data = "x", .len = 1},
+		{.name = "workspace/../x", .data = "x", .len = 1},
+		{.name = "/abs", .data = "x", .len = 1},
+		{.name = "workspace/.credentials.json", .data = "x", .len = 1},
+		{.name = "session/.Claude.JSON", .data = "x", .len = 1},
+		{.name = "elsewhere/x", .data = "x", .len = 1},
+		{.name = "workspace/esc",
+		 .data = "../../etc",
+		 .len = 9,
+		 .mode = S_IFLNK | 0777},
+		{.name = "workspace/fifo",
+		 .data = "",
+		 .len = 0,
+		 .mode = S_IFIFO | 0644},
 	};
 	struct ckpt_archive *a;
 	struct ckpt_hidden h[16];
@@ -189,15 +206,15 @@ START_TEST(manifest_disagreements)
 		"{\"path\":\"workspace/hash\",\"type\":\"file\",\"size\":4,"
 		"\"xxh3_128\":\"00000000000000000000000000000000\"}]}";
 	struct zg_entry e[] = {
-		{ .name = "workspace/good", .data = "good", .len = 4 },
-		{ .name = "workspace/size", .data = "size", .len = 4 },
-		{ .name = "workspace/type", .data = "type", .len = 4 },
-		{ .name = "workspace/hash", .data = "hash", .len = 4 },
-		{ .name = "workspace/unlisted", .data = "x", .len = 1 },
+		{.name = "workspace/good", .data = "good", .len = 4},
+		{.name = "workspace/size", .data = "size", .len = 4},
+		{.name = "workspace/type", .data = "type", .len = 4},
+		{.name = "workspace/hash", .data = "hash", .len = 4},
+		{.name = "workspace/unlisted", .data = "x", .len = 1},
 	};
 	struct ckpt_archive *a;
 	struct ckpt_stat st;
-	struct ckpt_err err = { 0 };
+	struct ckpt_err err = {0};
 	char buf[16];
 	uint32_t n;
 
@@ -216,10 +233,11 @@ START_TEST(manifest_disagreements)
 		ssize_t len = read_all(a, walk(a, "manifest.json"), text,
 				       sizeof(text), &err);
 		ck_assert_int_gt(len, 0);
-		ck_assert_int_eq(ckpt_archive_stat(a, walk(a, "manifest.json"),
-						   &st), 0);
+		ck_assert_int_eq(
+			ckpt_archive_stat(a, walk(a, "manifest.json"), &st), 0);
 		ck_assert_int_eq((ssize_t)st.size, len);
-		ck_assert_int_eq(manifest_parse(text, (size_t)len, &m, NULL), 0);
+		ck_assert_int_eq(manifest_parse(text, (size_t)len, &m, NULL),
+				 0);
 		ck_assert_uint_eq(m.nentries, 2); /* good and hash */
 		ck_assert_ptr_nonnull(manifest_find(&m, "workspace/good", 14));
 		ck_assert_ptr_null(manifest_find(&m, "workspace/size", 14));
@@ -236,24 +254,26 @@ END_TEST
 START_TEST(refusals)
 {
 	struct zg_entry dup[] = {
-		{ .name = "workspace/a", .data = "1", .len = 1 },
-		{ .name = "workspace/a", .data = "2", .len = 1 },
+		{.name = "workspace/a", .data = "1", .len = 1},
+		{.name = "workspace/a", .data = "2", .len = 1},
 	};
 	struct zg_entry dirdup[] = {
-		{ .name = "workspace/a", .data = "1", .len = 1 },
-		{ .name = "workspace/a/", .data = "", .len = 0,
-		  .mode = S_IFDIR | 0755 },
+		{.name = "workspace/a", .data = "1", .len = 1},
+		{.name = "workspace/a/",
+		 .data = "",
+		 .len = 0,
+		 .mode = S_IFDIR | 0755},
 	};
 	struct zg_entry filedir[] = {
-		{ .name = "workspace/a", .data = "1", .len = 1 },
-		{ .name = "workspace/a/b", .data = "2", .len = 1 },
+		{.name = "workspace/a", .data = "1", .len = 1},
+		{.name = "workspace/a/b", .data = "2", .len = 1},
 	};
 	struct zg_entry overlap[] = {
-		{ .name = "workspace/a", .data = "aaaa", .len = 4 },
-		{ .name = "workspace/b", .data = "bbbb", .len = 4, .lho_of = 2 },
+		{.name = "workspace/a", .data = "aaaa", .len = 4},
+		{.name = "workspace/b", .data = "bbbb", .len = 4, .lho_of = 2},
 	};
 	struct ckpt_archive *a;
-	struct ckpt_err err = { 0 };
+	struct ckpt_err err = {0};
 
 	ck_assert_int_lt(open_ckpt(MF, dup, 2, &a, &err), 0);
 	ck_assert_str_eq(err.rule, "duplicate");
@@ -265,8 +285,9 @@ START_TEST(refusals)
 	ck_assert_str_eq(err.rule, "overlap");
 	ck_assert_int_lt(open_ckpt(NULL, dup, 1, &a, &err), 0);
 	ck_assert_str_eq(err.rule, "manifest");
-	ck_assert_int_lt(open_ckpt("{\"format\":\"ckpt\",\"version\":7}",
-				   dup, 1, &a, &err), 0);
+	ck_assert_int_lt(open_ckpt("{\"format\":\"ckpt\",\"version\":7}", dup,
+				   1, &a, &err),
+			 0);
 	ck_assert_str_eq(err.rule, "manifest-version");
 }
 END_TEST
@@ -275,7 +296,7 @@ START_TEST(not_archives)
 {
 	char path[128];
 	struct ckpt_archive *a;
-	struct ckpt_err err = { 0 };
+	struct ckpt_err err = {0};
 	FILE *f;
 
 	snprintf(path, sizeof(path), "%s/junk.ckpt", dir);
@@ -283,18 +304,18 @@ START_TEST(not_archives)
 	for (int i = 0; i < 5000; i++)
 		fputc(i * 7919 % 251, f);
 	fclose(f);
-	ck_assert_int_lt(ckpt_archive_open(dirfd_, "junk.ckpt", &lim, 0, &a,
-					   &err), 0);
+	ck_assert_int_lt(
+		ckpt_archive_open(dirfd_, "junk.ckpt", &lim, 0, &a, &err), 0);
 	ck_assert_str_eq(err.rule, "not-zip");
 	snprintf(path, sizeof(path), "%s/fifo.ckpt", dir);
 	ck_assert_int_eq(mkfifo(path, 0644), 0);
 	/* must not block on the FIFO */
-	ck_assert_int_lt(ckpt_archive_open(dirfd_, "fifo.ckpt", &lim, 0, &a,
-					   &err), 0);
+	ck_assert_int_lt(
+		ckpt_archive_open(dirfd_, "fifo.ckpt", &lim, 0, &a, &err), 0);
 	snprintf(path, sizeof(path), "%s/link.ckpt", dir);
 	ck_assert_int_eq(symlink("/dev/zero", path), 0);
-	ck_assert_int_lt(ckpt_archive_open(dirfd_, "link.ckpt", &lim, 0, &a,
-					   &err), 0);
+	ck_assert_int_lt(
+		ckpt_archive_open(dirfd_, "link.ckpt", &lim, 0, &a, &err), 0);
 }
 END_TEST
 
@@ -302,19 +323,31 @@ START_TEST(bad_content)
 {
 	static char big[300000];
 	struct zg_entry e[] = {
-		{ .name = "workspace/crc", .data = "abcdef", .len = 6,
-		  .crc_xor = 1 },
-		{ .name = "workspace/liar", .data = big, .len = sizeof(big),
-		  .deflate = 1, .size_delta = -(int64_t)sizeof(big) + 100 },
-		{ .name = "workspace/short", .data = "abc", .len = 3,
-		  .deflate = 1, .size_delta = 5 },
-		{ .name = "workspace/mismatch", .data = "abc", .len = 3,
-		  .local_name = "workspace/mismatcX" },
-		{ .name = "workspace/fine", .data = big, .len = sizeof(big),
-		  .deflate = 1 },
+		{.name = "workspace/crc",
+		 .data = "abcdef",
+		 .len = 6,
+		 .crc_xor = 1},
+		{.name = "workspace/liar",
+		 .data = big,
+		 .len = sizeof(big),
+		 .deflate = 1,
+		 .size_delta = -(int64_t)sizeof(big) + 100},
+		{.name = "workspace/short",
+		 .data = "abc",
+		 .len = 3,
+		 .deflate = 1,
+		 .size_delta = 5},
+		{.name = "workspace/mismatch",
+		 .data = "abc",
+		 .len = 3,
+		 .local_name = "workspace/mismatcX"},
+		{.name = "workspace/fine",
+		 .data = big,
+		 .len = sizeof(big),
+		 .deflate = 1},
 	};
 	struct ckpt_archive *a;
-	struct ckpt_err err = { 0 };
+	struct ckpt_err err = {0};
 	char *buf = malloc(sizeof(big) + 10);
 	ssize_t n;
 
@@ -348,8 +381,11 @@ START_TEST(random_reads)
 	size_t size = 3 << 20;
 	unsigned char *data = malloc(size), *buf = malloc(size);
 	struct zg_entry e[] = {
-		{ .name = "workspace/d", .data = data, .len = size, .deflate = 1 },
-		{ .name = "workspace/s", .data = data, .len = size },
+		{.name = "workspace/d",
+		 .data = data,
+		 .len = size,
+		 .deflate = 1},
+		{.name = "workspace/s", .data = data, .len = size},
 	};
 	struct ckpt_archive *a;
 	struct ckpt_reader *r;
@@ -367,7 +403,8 @@ START_TEST(random_reads)
 			off = seed % size;
 			len = 1 + (seed >> 8) % 131072;
 			ssize_t n = ckpt_reader_pread(r, buf, len, off, NULL);
-			ck_assert_int_eq(n, off + len > size ? size - off : len);
+			ck_assert_int_eq(n,
+					 off + len > size ? size - off : len);
 			ck_assert(memcmp(buf, data + off, (size_t)n) == 0);
 		}
 		/* reading backwards in 128 KiB steps covers everything,
@@ -375,8 +412,8 @@ START_TEST(random_reads)
 		for (size_t off = size; off > 0;) {
 			size_t len = off < 131072 ? off : 131072;
 			off -= len;
-			ck_assert_int_eq(ckpt_reader_pread(r, buf, len, off, NULL),
-					 len);
+			ck_assert_int_eq(
+				ckpt_reader_pread(r, buf, len, off, NULL), len);
 			ck_assert(memcmp(buf, data + off, len) == 0);
 		}
 		ckpt_reader_close(r);
@@ -391,13 +428,14 @@ START_TEST(many_entries_small)
 {
 	size_t n = 20000;
 	struct zg_entry *e = calloc(n, sizeof(*e));
-	char (*names)[48] = malloc(n * sizeof(*names));
+	char(*names)[48] = malloc(n * sizeof(*names));
 	struct ckpt_archive *a;
 	size_t bytes;
 
 	for (size_t i = 0; i < n; i++) {
 		snprintf(names[i], sizeof(names[i]),
-			 "workspace/d%03zu/sub%zu/file%zu.c", i % 1000, i % 7, i);
+			 "workspace/d%03zu/sub%zu/file%zu.c", i % 1000, i % 7,
+			 i);
 		e[i].name = names[i];
 		e[i].data = "int x;\n";
 		e[i].len = 7;

@@ -36,7 +36,7 @@ START_TEST(valid_full)
 		    "{\"path\":\"workspace/h\",\"type\":\"hardlink\"}"
 		    "]}";
 	struct manifest m;
-	struct ckpt_err err = { 0 };
+	struct ckpt_err err = {0};
 	const struct mentry *e;
 
 	ck_assert_int_eq(parse(t, &m, &err), 0);
@@ -49,7 +49,8 @@ START_TEST(valid_full)
 	ck_assert_str_eq(m.entries[0].path, "workspace/a");
 	e = manifest_find(&m, "workspace/b", 11);
 	ck_assert_ptr_nonnull(e);
-	ck_assert(e->mtime_ns == 1763802000123456789LL); /* exact, not a double */
+	ck_assert(e->mtime_ns ==
+		  1763802000123456789LL); /* exact, not a double */
 	ck_assert_uint_eq(e->size, 12);
 	ck_assert_uint_eq(e->mode, 493);
 	ck_assert_uint_eq(e->hash[15], 0x0f);
@@ -79,44 +80,45 @@ static const struct {
 	const char *text;
 	const char *rule;
 } bad[] = {
-	{ "", "manifest" },
-	{ "garbage", "manifest" },
-	{ "[]", "manifest" },
-	{ "{\"format\":\"ckpt\"}", "manifest-version" },
-	{ "{\"format\":\"zip\",\"version\":1}", "manifest" },
-	{ "{\"version\":1}", "manifest" },
-	{ "{\"format\":\"ckpt\",\"version\":2}", "manifest-version" },
-	{ "{\"format\":\"ckpt\",\"version\":99}", "manifest-version" },
-	{ "{\"format\":\"ckpt\",\"version\":\"1\"}", "manifest" },
-	{ "{\"format\":\"ckpt\",\"version\":1.5}", "manifest" },
-	{ HDR "\"entries\":{}}", "manifest" },
-	{ HDR "\"entries\":[1]}", "manifest" },
-	{ HDR "\"entries\":[{\"type\":\"file\"}]}", "manifest" },
-	{ HDR "\"entries\":[{\"path\":5}]}", "manifest" },
-	{ HDR "\"entries\":[{\"path\":\"a\",\"size\":-1}]}", "manifest" },
-	{ HDR "\"entries\":[{\"path\":\"a\",\"mode\":65536}]}", "manifest" },
-	{ HDR "\"entries\":[{\"path\":\"a\",\"mtime_ns\":1.5}]}", "manifest" },
-	{ HDR "\"entries\":[{\"path\":\"a\",\"mtime_ns\":"
-	      "99999999999999999999}]}", "manifest" },
-	{ HDR "\"entries\":[{\"path\":\"a\",\"xxh3_128\":\"zz\"}]}",
-	  "manifest" },
-	{ HDR "\"entries\":[{\"path\":\"a\",\"type\":\"file\"},"
-	      "{\"path\":\"a\",\"type\":\"file\"}]}", "duplicate" },
-	{ HDR "\"entries\":[],\"entries\":[]}", "manifest" },
-	{ HDR "\"name\":\"x\"} trailing", "manifest" },
-	{ HDR "\"name\":\"x\",}", "manifest" },
-	{ HDR "\"name\":\"\\ud800\"}", "manifest" },   /* lone surrogate */
-	{ HDR "\"name\":\"\xff\"}", "manifest" },      /* invalid UTF-8 */
-	{ HDR "\"name\":\"a\x01\"}", "manifest" },     /* raw control */
-	{ HDR "\"name\":\"\\x\"}", "manifest" },       /* bad escape */
-	{ HDR "\"name\":tru}", "manifest" },
-	{ HDR "\"name\":01}", "manifest" },
+	{"", "manifest"},
+	{"garbage", "manifest"},
+	{"[]", "manifest"},
+	{"{\"format\":\"ckpt\"}", "manifest-version"},
+	{"{\"format\":\"zip\",\"version\":1}", "manifest"},
+	{"{\"version\":1}", "manifest"},
+	{"{\"format\":\"ckpt\",\"version\":2}", "manifest-version"},
+	{"{\"format\":\"ckpt\",\"version\":99}", "manifest-version"},
+	{"{\"format\":\"ckpt\",\"version\":\"1\"}", "manifest"},
+	{"{\"format\":\"ckpt\",\"version\":1.5}", "manifest"},
+	{HDR "\"entries\":{}}", "manifest"},
+	{HDR "\"entries\":[1]}", "manifest"},
+	{HDR "\"entries\":[{\"type\":\"file\"}]}", "manifest"},
+	{HDR "\"entries\":[{\"path\":5}]}", "manifest"},
+	{HDR "\"entries\":[{\"path\":\"a\",\"size\":-1}]}", "manifest"},
+	{HDR "\"entries\":[{\"path\":\"a\",\"mode\":65536}]}", "manifest"},
+	{HDR "\"entries\":[{\"path\":\"a\",\"mtime_ns\":1.5}]}", "manifest"},
+	{HDR "\"entries\":[{\"path\":\"a\",\"mtime_ns\":"
+	     "99999999999999999999}]}",
+	 "manifest"},
+	{HDR "\"entries\":[{\"path\":\"a\",\"xxh3_128\":\"zz\"}]}", "manifest"},
+	{HDR "\"entries\":[{\"path\":\"a\",\"type\":\"file\"},"
+	     "{\"path\":\"a\",\"type\":\"file\"}]}",
+	 "duplicate"},
+	{HDR "\"entries\":[],\"entries\":[]}", "manifest"},
+	{HDR "\"name\":\"x\"} trailing", "manifest"},
+	{HDR "\"name\":\"x\",}", "manifest"},
+	{HDR "\"name\":\"\\ud800\"}", "manifest"}, /* lone surrogate */
+	{HDR "\"name\":\"\xff\"}", "manifest"},	   /* invalid UTF-8 */
+	{HDR "\"name\":\"a\x01\"}", "manifest"},   /* raw control */
+	{HDR "\"name\":\"\\x\"}", "manifest"},	   /* bad escape */
+	{HDR "\"name\":tru}", "manifest"},
+	{HDR "\"name\":01}", "manifest"},
 };
 
 START_TEST(refused)
 {
 	struct manifest m;
-	struct ckpt_err err = { 0 };
+	struct ckpt_err err = {0};
 
 	ck_assert_int_lt(parse(bad[_i].text, &m, &err), 0);
 	ck_assert_msg(strcmp(err.rule, bad[_i].rule) == 0,
@@ -145,7 +147,7 @@ START_TEST(deep_nesting)
 	char *t = malloc(2 * depth + 64);
 	size_t o;
 	struct manifest m;
-	struct ckpt_err err = { 0 };
+	struct ckpt_err err = {0};
 
 	o = (size_t)sprintf(t, HDR "\"run\":");
 	memset(t + o, '[', depth);

@@ -17,7 +17,7 @@ static void le(FILE *f, uint64_t v, int n)
 
 static size_t deflate_raw(const void *in, size_t len, unsigned char **out)
 {
-	z_stream zs = { 0 };
+	z_stream zs = {0};
 	size_t cap = compressBound((uLong)len) + 64;
 
 	*out = malloc(cap);
