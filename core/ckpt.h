@@ -11,6 +11,7 @@
 #ifndef CKPT_H
 #define CKPT_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -23,7 +24,8 @@ struct ckpt_err {
 	char rule[32];	/* stable id: "traversal", "overlap", ... */
 	char path[256]; /* archive- or tier-relative path concerned, escaped */
 	unsigned line;	/* 1-based line for content findings, else 0 */
-	char msg[256];	/* one sentence for the log and the status file */
+	char fingerprint[17]; /* of a secret finding: allows it; else "" */
+	char msg[256];	      /* one sentence for the log and the status file */
 };
 
 /* Fills err (may be NULL) and returns code, so callers can
@@ -99,6 +101,11 @@ int ckpt_policy_check(unsigned flags, const struct ckpt_policy_entry *e,
 /* The mode bits a served entry shows: write, setuid, setgid and sticky bits
  * removed, read and execute bits kept as recorded. */
 unsigned ckpt_policy_mode(enum ckpt_type type, unsigned recorded_mode);
+
+/* May a checkpoint of this origin ("user", "agent", "auto") be deleted or
+ * renamed?  The agent may change its own and automatic checkpoints, never
+ * a user's; anyone else may change any.  Returns 0 or -EPERM. */
+int ckpt_policy_may_change(const char *origin, bool by_agent);
 
 /* Checkpoint names: 1-200 characters of [A-Za-z0-9._+@-], not starting
  * with '.' or '-'.  Returns 0, -EINVAL or -ENAMETOOLONG. */
@@ -260,21 +267,117 @@ int ckpt_store_latest(struct ckpt_store *s, struct ckpt_archive **out);
  * caller frees, and its length in *len; NULL on allocation failure. */
 char *ckpt_store_status(struct ckpt_store *s, size_t *len);
 
-/* ---- writing checkpoints (pack.c) -------------------------------------- */
+/* ---- changing the store (store.c) -------------------------------------- */
 
-struct ckpt_pack_opts {
-	const char *name;		       /* recorded in the manifest */
-	const char *parent;		       /* or NULL */
-	const char *origin;		       /* "user", "agent" or "auto" */
-	int64_t created_ns;		       /* 0: now */
-	const char *tier_dir[CKPT_TIER_COUNT]; /* source directories, or NULL */
-	unsigned policy_flags;
+struct ckpt_save_opts;	 /* below */
+struct ckpt_save_result; /* below */
+
+/* Saves the live source as checkpoint NAME in the store: NAME is checked
+ * (-EINVAL, -ENAMETOOLONG), must be free (-EEXIST, also when a save of
+ * that name is running), and the newest checkpoint is the parent.  On
+ * success the store already lists it and STORE/checkpoint.json names it.
+ * Every outcome is kept for the status file and, for refusals, as the
+ * text of errors/NAME.  base gives the sources; its name, origin, parent
+ * and progress fields are filled here. */
+int ckpt_store_save(struct ckpt_store *s, const char *name, const char *origin,
+		    const struct ckpt_save_opts *base,
+		    struct ckpt_save_result *res, struct ckpt_err *err);
+
+/* Deletes or renames a checkpoint; by_agent applies the origin rule of
+ * ckpt_policy_may_change().  Rename refuses a taken target (-EEXIST). */
+int ckpt_store_remove(struct ckpt_store *s, const char *name, bool by_agent,
+		      struct ckpt_err *err);
+int ckpt_store_rename(struct ckpt_store *s, const char *from, const char *to,
+		      bool by_agent, struct ckpt_err *err);
+
+/* Deletes automatic checkpoints beyond the newest keep, never the latest
+ * checkpoint and never one that a user or agent checkpoint names as its
+ * parent.  Returns the number deleted. */
+int ckpt_store_prune(struct ckpt_store *s, unsigned keep);
+
+/* The text of .ckptfs/errors/NAME for the i-th name with a refused save
+ * (0-based, in the order first refused).  Returns 0 and malloc'd copies,
+ * or -ENOENT past the end. */
+int ckpt_store_error(struct ckpt_store *s, size_t i, char **name, char **text,
+		     size_t *len);
+
+/* ---- what a save takes (select.c) and refuses (scan.c) ----------------- */
+
+struct ckpt_select;	/* opaque, read-only once open */
+struct ckpt_scan_allow; /* opaque, read-only once loaded */
+
+/* Opens the selection a save applies before the policy: the workspace
+ * without reconstructable artifacts, the session through the allowlist of
+ * backend (a data file in backends_dir; NULL: the session is not saved),
+ * and the patterns of exclude_from (NULL for none).  -ENOENT for an
+ * unknown backend (err lists the known ones), -EINVAL for a malformed
+ * file (err names file and line). */
+int ckpt_select_open(const char *backend, const char *backends_dir,
+		     const char *exclude_from, struct ckpt_select **out,
+		     struct ckpt_err *err);
+void ckpt_select_free(struct ckpt_select *s); /* NULL is a no-op */
+/* The backends found in dir: a malloc'd list of NUL-terminated names ending
+ * with an empty one, or NULL when dir cannot be read. */
+char *ckpt_select_backends(const char *backends_dir);
+
+/* Loads reviewed false positives: one 16-hex-digit fingerprint per line,
+ * '#' comments.  -EINVAL names a malformed line. */
+int ckpt_scan_allow_load(const char *path, struct ckpt_scan_allow **out,
+			 struct ckpt_err *err);
+void ckpt_scan_allow_free(struct ckpt_scan_allow *a); /* NULL is a no-op */
+
+/* The secret rules, for --help and the man page: a static array. */
+struct ckpt_scan_rule_info {
+	const char *id, *what;
+};
+size_t ckpt_scan_rules(const struct ckpt_scan_rule_info **out);
+
+/* ---- saving a checkpoint (save.c) --------------------------------------- */
+
+/* Counters a running save updates, for the status file.  Relaxed atomics:
+ * read them while the save runs. */
+struct ckpt_save_progress {
+	_Atomic uint64_t files_total, files_done;
+	_Atomic uint64_t bytes_total, bytes_done;
 };
 
-/* Writes a checkpoint of the tier directories to out_path (which must not
- * exist).  Entries the policy refuses are left out.  Returns 0 or a
- * negative errno; on failure nothing is left at out_path. */
-int ckpt_pack(const struct ckpt_pack_opts *o, const char *out_path,
-	      struct ckpt_err *err);
+struct ckpt_save_opts {
+	const char *name;		       /* recorded in the manifest */
+	const char *origin;		       /* "user", "agent" or "auto" */
+	const char *tier_dir[CKPT_TIER_COUNT]; /* sources, or NULL */
+	const char *run_json;  /* the run's metadata file, or NULL */
+	const char *backend;   /* recorded in the manifest's run, or NULL */
+	unsigned policy_flags; /* WORKSPACE_ONLY: the session is not saved */
+	const struct ckpt_select *select;    /* NULL: every name is taken */
+	const struct ckpt_scan_allow *allow; /* or NULL */
+	const char *parent_name; /* recorded as the parent, or NULL */
+	/* The checkpoint this one continues: unchanged files are copied
+	 * from it without being read.  NULL for none; the caller keeps its
+	 * reference. */
+	struct ckpt_archive *parent;
+	int64_t created_ns;		     /* 0: now */
+	struct ckpt_save_progress *progress; /* or NULL */
+};
+
+struct ckpt_save_result {
+	uint64_t files, dirs, links, bytes; /* written */
+	uint64_t copied;  /* files copied from the parent, unread */
+	uint64_t skipped; /* special files and escaping links left out */
+	char skipped_sample[256];
+};
+
+/* Saves into dirfd/file ("NAME.ckpt").  The archive is written under a
+ * temporary name, synced, renamed without replacing and the directory
+ * synced: on any failure nothing is left behind.  Returns 0, -EEXIST when
+ * the name is taken, -EPERM when a secret was found (err->rule is the
+ * scan rule, err->path and err->line say where, err->msg gives the
+ * fingerprint, never the secret), or the errno that stopped it (ENOSPC,
+ * EIO, ...).  res may be NULL. */
+int ckpt_save(int dirfd, const char *file, const struct ckpt_save_opts *o,
+	      struct ckpt_save_result *res, struct ckpt_err *err);
+
+/* Removes what saves that crashed left in the store directory: temporary
+ * files whose writer is no longer running.  Returns how many. */
+int ckpt_save_cleanup(int dirfd);
 
 #endif

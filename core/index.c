@@ -652,7 +652,8 @@ static int build(struct build *b, struct ckpt_err *err)
 					  a->st.st_mtim.tv_nsec;
 	a->origin = b->m.origin;
 	a->parent = b->m.parent;
-	b->m.origin = b->m.parent = NULL;
+	a->scan_rules = b->m.scan_rules;
+	b->m.origin = b->m.parent = b->m.scan_rules = NULL;
 	for (size_t i = 0; i < b->nents; i++) {
 		if (&b->ents[i] == mf)
 			continue;
@@ -752,6 +753,7 @@ void ckpt_archive_unref(struct ckpt_archive *a)
 	free(a->verified);
 	free(a->origin);
 	free(a->parent);
+	free(a->scan_rules);
 	free(a->name);
 	free(a);
 }

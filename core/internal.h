@@ -102,6 +102,7 @@ struct ckpt_archive {
 
 	int64_t created_ns;
 	char *origin, *parent;
+	char *scan_rules; /* version of the secret rules it was saved with */
 
 	/* manifest.json is served without the records of entries that are
 	 * not shown; when that changes it, it is rebuilt at each open. */
@@ -148,6 +149,24 @@ int zip_read_entry(int fd, const struct zentry *e, const char *name,
 		   size_t name_len, uint64_t max, char **out, size_t *len,
 		   struct ckpt_err *err);
 
+/* ---- zipw.c: a streaming ZIP writer ---------------------------------- */
+
+struct zipw;
+int zipw_open(int fd, struct zipw **out);
+void zipw_free(struct zipw *w);
+/* Starts an entry; mode includes the S_IF type bits.  size_hint is the
+ * expected size (entries that may pass 4 GiB need room for zip64). */
+int zipw_begin(struct zipw *w, const char *name, size_t nlen, uint32_t mode,
+	       int64_t mtime_ns, uint16_t method, uint64_t size_hint);
+/* Appends the entry's stored bytes (already compressed, if deflated). */
+int zipw_data(struct zipw *w, const void *p, size_t n);
+int zipw_end(struct zipw *w, uint32_t crc, uint64_t csize, uint64_t usize);
+/* Writes the central directory and end records, and flushes. */
+int zipw_finish(struct zipw *w);
+uint64_t zipw_offset(const struct zipw *w);
+/* The first error (a negative errno), or 0. */
+int zipw_error(const struct zipw *w);
+
 /* ---- manifest.c ------------------------------------------------------- */
 
 struct mentry {
@@ -166,7 +185,7 @@ struct mentry {
 struct manifest {
 	int version;
 	int64_t created_ns; /* 0 when absent */
-	char *name, *origin, *parent;
+	char *name, *origin, *parent, *scan_rules;
 	bool has_entries;
 	struct mentry *entries; /* sorted by path */
 	size_t nentries;

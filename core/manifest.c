@@ -385,6 +385,9 @@ int manifest_parse(const char *text, size_t len, struct manifest *m,
 			rc = take_string(&j, json_next(&j), &m->origin, err);
 		} else if (KEY(&j, "parent")) {
 			rc = take_string(&j, json_next(&j), &m->parent, err);
+		} else if (KEY(&j, "scan_rules")) {
+			rc = take_string(&j, json_next(&j), &m->scan_rules,
+					 err);
 		} else if (KEY(&j, "entries")) {
 			/* Records point into the pool, which only one
 			 * entries array may grow. */
@@ -433,6 +436,7 @@ void manifest_free(struct manifest *m)
 	free(m->name);
 	free(m->origin);
 	free(m->parent);
+	free(m->scan_rules);
 	memset(m, 0, sizeof(*m));
 }
 

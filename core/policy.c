@@ -658,3 +658,12 @@ int ckpt_name_check(const char *name, size_t len)
 			return -EINVAL;
 	return len > 200 ? -ENAMETOOLONG : 0;
 }
+
+int ckpt_policy_may_change(const char *origin, bool by_agent)
+{
+	/* A user's checkpoint is read-only from the agent's side; what the
+	 * agent or the daemon made, the agent may tidy. */
+	if (by_agent && (!origin || strcmp(origin, "user") == 0))
+		return -EPERM;
+	return 0;
+}

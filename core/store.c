@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -23,6 +24,11 @@
 #include "internal.h"
 
 #define SUFFIX ".ckpt"
+
+struct journal;
+static struct journal *journal_new(void);
+static void journal_free(struct journal *j);
+static char *journal_status(struct journal *j);
 
 struct slot {
 	char *name; /* checkpoint name, without the suffix */
@@ -34,6 +40,8 @@ struct slot {
 	struct ckpt_err why; /* when refused */
 };
 
+struct journal;
+
 struct ckpt_store {
 	int dirfd;
 	struct ckpt_store_opts o;
@@ -44,6 +52,7 @@ struct ckpt_store {
 	struct ckpt_archive **inst; /* by increasing id; NULL once dropped */
 	size_t ninst, live;
 	uint32_t next_id;
+	struct journal *journal; /* saves, running and recent */
 };
 
 static bool same_file(const struct stat *a, const struct stat *b)
@@ -240,6 +249,15 @@ int ckpt_store_open(const char *dir, const struct ckpt_store_opts *opts,
 	}
 	pthread_rwlock_init(&s->lock, NULL);
 	pthread_mutex_init(&s->refresh, NULL);
+	s->journal = journal_new();
+	if (!s->journal) {
+		close(s->dirfd);
+		free(s);
+		return -ENOMEM;
+	}
+	/* Saves that crashed left temporaries; they are never shown, and
+	 * nobody will finish them. */
+	ckpt_save_cleanup(s->dirfd);
 	ckpt_store_refresh(s, NULL, NULL);
 	*out = s;
 	return 0;
@@ -253,6 +271,7 @@ void ckpt_store_close(struct ckpt_store *s)
 		slot_free(&s->slots[i]);
 	free(s->slots);
 	free(s->inst);
+	journal_free(s->journal);
 	close(s->dirfd);
 	pthread_rwlock_destroy(&s->lock);
 	pthread_mutex_destroy(&s->refresh);
@@ -526,6 +545,15 @@ char *ckpt_store_status(struct ckpt_store *s, size_t *lenp)
 		len += (size_t)sprintf(out + len, "%s\n", line);
 		cJSON_free(line);
 	}
+	char *saves = journal_status(s->journal);
+	if (saves) {
+		char *grown = realloc(out, len + strlen(saves) + 1);
+		if (grown) {
+			out = grown;
+			len += (size_t)sprintf(out + len, "%s", saves);
+		}
+		free(saves);
+	}
 	if (!out)
 		out = strdup("");
 	*lenp = len;
@@ -533,4 +561,544 @@ char *ckpt_store_status(struct ckpt_store *s, size_t *lenp)
 nomem:
 	free(out);
 	return NULL;
+}
+
+/* ---- changing the store ------------------------------------------------ */
+
+#define JOURNAL	   32
+#define MAX_ERRORS 1024
+#define POINTER	   "checkpoint.json"
+
+/* One save, running or recent, for the status file. */
+struct outcome {
+	char name[201];
+	int64_t start_ns, end_ns;
+	bool running;
+	int rc;
+	struct ckpt_err why;
+	struct ckpt_save_result res;
+	struct ckpt_save_progress pg;
+};
+
+/* The last refusal of each name, for errors/NAME; slots are never reused,
+ * so a name keeps its position (and inode) for the life of the mount. */
+struct refusal {
+	char *name;
+	char *text; /* NULL once a save of the name succeeded */
+};
+
+struct journal {
+	pthread_mutex_t lock;
+	struct outcome *o[JOURNAL]; /* ring, newest at (head - 1) */
+	size_t head;
+	struct refusal *r;
+	size_t nr;
+};
+
+static const char *refusal_code(const struct ckpt_err *e);
+static int64_t now_ns(void);
+
+static struct journal *journal_of(struct ckpt_store *s)
+{
+	return s->journal;
+}
+
+static struct journal *journal_new(void)
+{
+	struct journal *j = calloc(1, sizeof(*j));
+
+	if (j)
+		pthread_mutex_init(&j->lock, NULL);
+	return j;
+}
+
+static void journal_free(struct journal *j)
+{
+	if (!j)
+		return;
+	for (size_t i = 0; i < JOURNAL; i++)
+		free(j->o[i]);
+	for (size_t i = 0; i < j->nr; i++) {
+		free(j->r[i].name);
+		cJSON_free(j->r[i].text);
+	}
+	free(j->r);
+	pthread_mutex_destroy(&j->lock);
+	free(j);
+}
+
+/* One line per save, oldest first: name, time, result, reason, files and
+ * bytes done and total, duration. */
+static char *journal_status(struct journal *j)
+{
+	char *out = NULL;
+	size_t len = 0;
+
+	pthread_mutex_lock(&j->lock);
+	for (size_t i = 0; i < JOURNAL; i++) {
+		struct outcome *o = j->o[(j->head + i) % JOURNAL];
+		char when[40], *line, *grown;
+		cJSON *x;
+
+		if (!o)
+			continue;
+		x = cJSON_CreateObject();
+		ckpt_format_time(o->start_ns, when);
+		cJSON_AddStringToObject(x, "save", o->name);
+		cJSON_AddStringToObject(x, "time", when);
+		cJSON_AddStringToObject(x, "result",
+					o->running   ? "running"
+					: o->rc == 0 ? "ok"
+						     : refusal_code(&o->why));
+		if (!o->running && o->rc < 0) {
+			cJSON_AddStringToObject(x, "reason", o->why.msg);
+			if (o->why.path[0])
+				cJSON_AddStringToObject(x, "path", o->why.path);
+		}
+		cJSON_AddNumberToObject(x, "files_done",
+					(double)atomic_load(&o->pg.files_done));
+		cJSON_AddNumberToObject(
+			x, "files_total",
+			(double)atomic_load(&o->pg.files_total));
+		cJSON_AddNumberToObject(x, "bytes_done",
+					(double)atomic_load(&o->pg.bytes_done));
+		cJSON_AddNumberToObject(
+			x, "bytes_total",
+			(double)atomic_load(&o->pg.bytes_total));
+		if (!o->running) {
+			cJSON_AddNumberToObject(x, "files_copied",
+						(double)o->res.copied);
+			cJSON_AddNumberToObject(x, "skipped",
+						(double)o->res.skipped);
+		}
+		cJSON_AddNumberToObject(
+			x, "duration",
+			(double)((o->running ? now_ns() : o->end_ns) -
+				 o->start_ns) /
+				1e9);
+		line = cJSON_PrintUnformatted(x);
+		cJSON_Delete(x);
+		grown = line ? realloc(out, len + strlen(line) + 2) : NULL;
+		if (grown) {
+			out = grown;
+			len += (size_t)sprintf(out + len, "%s\n", line);
+		}
+		cJSON_free(line);
+	}
+	pthread_mutex_unlock(&j->lock);
+	return out;
+}
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Claims a journal slot for a save of name; -EEXIST while one runs. */
+static int journal_start(struct journal *j, const char *name,
+			 struct outcome **out)
+{
+	struct outcome *o = calloc(1, sizeof(*o));
+	size_t slot = JOURNAL;
+
+	if (!o)
+		return -ENOMEM;
+	pthread_mutex_lock(&j->lock);
+	for (size_t i = 0; i < JOURNAL; i++) {
+		struct outcome *x = j->o[(j->head + i) % JOURNAL];
+		if (x && x->running && strcmp(x->name, name) == 0) {
+			pthread_mutex_unlock(&j->lock);
+			free(o);
+			return -EEXIST;
+		}
+	}
+	/* The oldest finished slot; running saves are never evicted. */
+	for (size_t i = 0; i < JOURNAL && slot == JOURNAL; i++) {
+		size_t k = (j->head + i) % JOURNAL;
+		if (!j->o[k] || !j->o[k]->running)
+			slot = k;
+	}
+	if (slot == JOURNAL) {
+		pthread_mutex_unlock(&j->lock);
+		free(o);
+		return -EBUSY;
+	}
+	free(j->o[slot]);
+	snprintf(o->name, sizeof(o->name), "%s", name);
+	o->start_ns = now_ns();
+	o->running = true;
+	j->o[slot] = o;
+	j->head = (slot + 1) % JOURNAL;
+	pthread_mutex_unlock(&j->lock);
+	*out = o;
+	return 0;
+}
+
+static const char *refusal_code(const struct ckpt_err *e)
+{
+	switch (-e->code) {
+	case EPERM:
+		return e->fingerprint[0] ? "secret_detected" : "policy_denied";
+	case EEXIST:
+		return "name_taken";
+	case EINVAL:
+		return "bad_name";
+	case ENAMETOOLONG:
+		return "name_too_long";
+	case ENOSPC:
+	case EDQUOT:
+		return "no_space";
+	case EROFS:
+		return "read_only";
+	default:
+		return "io_error";
+	}
+}
+
+static const char *refusal_fix(const struct ckpt_err *e)
+{
+	switch (-e->code) {
+	case EPERM:
+		return e->fingerprint[0]
+			       ? "Remove the secret from the file, exclude the "
+				 "file (exclude_from), or, if it is a reviewed "
+				 "false positive, add the fingerprint to the "
+				 "secrets_allow file."
+			       : "The origin rules forbid this change.";
+	case EEXIST:
+		return "Choose another name.";
+	case EINVAL:
+	case ENAMETOOLONG:
+		return "Use 1-200 characters of [A-Za-z0-9._+@-], not starting "
+		       "with '.' or '-'.";
+	case ENOSPC:
+	case EDQUOT:
+		return "Free space in the store; nothing was left behind.";
+	default:
+		return "See the daemon's log; nothing was left behind.";
+	}
+}
+
+static char *refusal_text(const char *name, const struct ckpt_err *e)
+{
+	cJSON *o = cJSON_CreateObject();
+	char *text;
+
+	if (!o)
+		return NULL;
+	cJSON_AddStringToObject(o, "name", name);
+	cJSON_AddStringToObject(o, "code", refusal_code(e));
+	cJSON_AddStringToObject(o, "reason", e->msg);
+	if (e->rule[0])
+		cJSON_AddStringToObject(o, "rule", e->rule);
+	if (e->path[0])
+		cJSON_AddStringToObject(o, "path", e->path);
+	if (e->line)
+		cJSON_AddNumberToObject(o, "line", e->line);
+	if (e->fingerprint[0])
+		cJSON_AddStringToObject(o, "fingerprint", e->fingerprint);
+	cJSON_AddStringToObject(o, "fix", refusal_fix(e));
+	text = cJSON_Print(o);
+	cJSON_Delete(o);
+	return text;
+}
+
+static void journal_end(struct journal *j, struct outcome *o, int rc,
+			const struct ckpt_err *why,
+			const struct ckpt_save_result *res)
+{
+	char *text = rc < 0 ? refusal_text(o->name, why) : NULL;
+	size_t i;
+
+	pthread_mutex_lock(&j->lock);
+	o->running = false;
+	o->rc = rc;
+	o->end_ns = now_ns();
+	if (why)
+		o->why = *why;
+	if (res)
+		o->res = *res;
+	for (i = 0; i < j->nr; i++)
+		if (strcmp(j->r[i].name, o->name) == 0)
+			break;
+	if (i == j->nr && rc < 0 && j->nr < MAX_ERRORS) {
+		struct refusal *r = realloc(j->r, (j->nr + 1) * sizeof(*r));
+		if (r && (r[j->nr].name = strdup(o->name))) {
+			r[j->nr].text = NULL;
+			j->r = r;
+			j->nr++;
+		} else if (r) {
+			j->r = r;
+		}
+	}
+	if (i < j->nr) {
+		free(j->r[i].text);
+		j->r[i].text = text; /* NULL after a success */
+		text = NULL;
+	}
+	pthread_mutex_unlock(&j->lock);
+	cJSON_free(text);
+}
+
+/* Rewrites STORE/checkpoint.json to name the newest checkpoint, atomically,
+ * for harnesses that resume a crashed run; removes it when none is left. */
+static void write_pointer(struct ckpt_store *s)
+{
+	struct ckpt_archive *a;
+	char tmp[64], when[40];
+	char *text;
+	cJSON *o;
+	int fd;
+
+	if (ckpt_store_latest(s, &a) < 0) {
+		unlinkat(s->dirfd, POINTER, 0);
+		return;
+	}
+	o = cJSON_CreateObject();
+	ckpt_format_time(a->created_ns, when);
+	cJSON_AddStringToObject(o, "latest", a->name);
+	{
+		char file[256];
+		snprintf(file, sizeof(file), "%s" SUFFIX, a->name);
+		cJSON_AddStringToObject(o, "file", file);
+	}
+	cJSON_AddStringToObject(o, "created", when);
+	cJSON_AddStringToObject(o, "origin", a->origin ? a->origin : "user");
+	ckpt_archive_unref(a);
+	text = cJSON_Print(o);
+	cJSON_Delete(o);
+	if (!text)
+		return;
+	snprintf(tmp, sizeof(tmp), "." POINTER ".tmp-%ld", (long)getpid());
+	fd = openat(s->dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+		    0644);
+	if (fd >= 0) {
+		size_t len = strlen(text);
+		bool ok = write(fd, text, len) == (ssize_t)len &&
+			  write(fd, "\n", 1) == 1 && fsync(fd) == 0;
+		ok = close(fd) == 0 && ok;
+		if (ok && renameat(s->dirfd, tmp, s->dirfd, POINTER) == 0)
+			fsync(s->dirfd);
+		else
+			unlinkat(s->dirfd, tmp, 0);
+	}
+	cJSON_free(text);
+}
+
+static bool has_name(struct ckpt_store *s, const char *name)
+{
+	bool found;
+
+	pthread_rwlock_rdlock(&s->lock);
+	found = find(s->slots, s->nslots, name) != NULL;
+	pthread_rwlock_unlock(&s->lock);
+	return found;
+}
+
+int ckpt_store_save(struct ckpt_store *s, const char *name, const char *origin,
+		    const struct ckpt_save_opts *base,
+		    struct ckpt_save_result *res, struct ckpt_err *err)
+{
+	struct journal *j = journal_of(s);
+	struct ckpt_save_opts o = *base;
+	struct ckpt_save_result r;
+	struct ckpt_archive *parent = NULL;
+	struct ckpt_err local;
+	struct outcome *out = NULL;
+	char file[256];
+	int rc;
+
+	if (!err)
+		err = &local;
+	memset(err, 0, sizeof(*err));
+	memset(&r, 0, sizeof(r));
+	rc = ckpt_name_check(name, strlen(name));
+	if (rc < 0)
+		ckpt_err_set(err, rc, "name", name, strlen(name),
+			     "not a valid checkpoint name");
+	else if ((rc = journal_start(j, name, &out)) < 0 || has_name(s, name))
+		ckpt_err_set(err, rc < 0 ? rc : -EEXIST, "name", name,
+			     strlen(name),
+			     rc == -EBUSY ? "too many saves at once"
+					  : "a checkpoint of that "
+					    "name exists or is being "
+					    "saved");
+	if (rc < 0 || err->code) {
+		rc = err->code;
+		if (out)
+			journal_end(j, out, rc, err, NULL);
+		return rc;
+	}
+	if (ckpt_store_latest(s, &parent) == 0) {
+		o.parent = parent;
+		o.parent_name = parent->name;
+	}
+	o.name = name;
+	o.origin = origin;
+	o.progress = &out->pg;
+	snprintf(file, sizeof(file), "%s" SUFFIX, name);
+	rc = ckpt_save(s->dirfd, file, &o, &r, err);
+	ckpt_archive_unref(parent);
+	if (rc == 0) {
+		ckpt_store_refresh(s, NULL, NULL);
+		write_pointer(s);
+	}
+	journal_end(j, out, rc, err, &r);
+	if (res)
+		*res = r;
+	return rc;
+}
+
+/* The origin rule, for an existing checkpoint. */
+static int may_change(struct ckpt_store *s, const char *name, bool by_agent,
+		      struct ckpt_err *err)
+{
+	struct ckpt_archive *a;
+	int rc;
+
+	if (!has_name(s, name))
+		return ckpt_err_set(err, -ENOENT, "name", name, strlen(name),
+				    "no such checkpoint");
+	if (!by_agent)
+		return 0;
+	/* A checkpoint that cannot be read has no trustworthy origin: only
+	 * its owner may remove it. */
+	if (ckpt_store_get(s, name, &a, NULL) < 0)
+		return ckpt_err_set(err, -EPERM, "origin", name, strlen(name),
+				    "unreadable checkpoint");
+	rc = ckpt_policy_may_change(a->origin, by_agent);
+	ckpt_archive_unref(a);
+	if (rc < 0)
+		ckpt_err_set(err, rc, "origin", name, strlen(name),
+			     "the agent may not change a user checkpoint");
+	return rc;
+}
+
+int ckpt_store_remove(struct ckpt_store *s, const char *name, bool by_agent,
+		      struct ckpt_err *err)
+{
+	char file[256];
+	int rc = may_change(s, name, by_agent, err);
+
+	if (rc < 0)
+		return rc;
+	snprintf(file, sizeof(file), "%s" SUFFIX, name);
+	if (unlinkat(s->dirfd, file, 0) < 0 || fsync(s->dirfd) < 0)
+		return ckpt_err_set(err, -errno, "io", name, strlen(name),
+				    "cannot delete: %s", strerror(errno));
+	ckpt_store_refresh(s, NULL, NULL);
+	write_pointer(s);
+	return 0;
+}
+
+int ckpt_store_rename(struct ckpt_store *s, const char *from, const char *to,
+		      bool by_agent, struct ckpt_err *err)
+{
+	char f[256], t[256];
+	int rc = ckpt_name_check(to, strlen(to));
+
+	if (rc < 0)
+		return ckpt_err_set(err, rc, "name", to, strlen(to),
+				    "not a valid checkpoint name");
+	rc = may_change(s, from, by_agent, err);
+	if (rc < 0)
+		return rc;
+	snprintf(f, sizeof(f), "%s" SUFFIX, from);
+	snprintf(t, sizeof(t), "%s" SUFFIX, to);
+	if (renameat2(s->dirfd, f, s->dirfd, t, RENAME_NOREPLACE) < 0 ||
+	    fsync(s->dirfd) < 0)
+		return ckpt_err_set(err, -errno, "io", to, strlen(to),
+				    "cannot rename: %s", strerror(errno));
+	ckpt_store_refresh(s, NULL, NULL);
+	write_pointer(s);
+	return 0;
+}
+
+int ckpt_store_prune(struct ckpt_store *s, unsigned keep)
+{
+	struct ckpt_archive **all = NULL, *a, *latest = NULL;
+	size_t n = 0, cap = 0, autos = 0;
+	int removed = 0;
+
+	for (size_t pos = 0; ckpt_store_next(s, &pos, &a) == 0; pos++) {
+		if (n == cap) {
+			struct ckpt_archive **v;
+			cap = cap ? cap * 2 : 64;
+			v = realloc(all, cap * sizeof(*v));
+			if (!v) {
+				ckpt_archive_unref(a);
+				goto out;
+			}
+			all = v;
+		}
+		all[n++] = a;
+	}
+	ckpt_store_latest(s, &latest);
+	for (size_t i = 0; i < n; i++)
+		autos += all[i]->origin && strcmp(all[i]->origin, "auto") == 0;
+	/* Oldest automatic checkpoints first, until keep are left. */
+	while (autos > keep) {
+		struct ckpt_archive *old = NULL;
+		bool blocked;
+
+		for (size_t i = 0; i < n; i++) {
+			a = all[i];
+			if (!a || !a->origin ||
+			    strcmp(a->origin, "auto") != 0 || a == latest)
+				continue;
+			/* The base of a user's or the agent's checkpoint
+			 * stays.  Automatic ones form a chain (each is the
+			 * next one's parent) and every archive is complete
+			 * on its own, so that link does not protect. */
+			blocked = false;
+			for (size_t k = 0; k < n && !blocked; k++)
+				blocked = all[k] && all[k]->parent &&
+					  (!all[k]->origin ||
+					   strcmp(all[k]->origin, "auto")) &&
+					  strcmp(all[k]->parent, a->name) == 0;
+			if (!blocked &&
+			    (!old || a->created_ns < old->created_ns))
+				old = a;
+		}
+		if (!old)
+			break; /* the rest are protected */
+		if (ckpt_store_remove(s, old->name, false, NULL) == 0)
+			removed++;
+		for (size_t i = 0; i < n; i++)
+			if (all[i] == old) {
+				ckpt_archive_unref(all[i]);
+				all[i] = NULL;
+			}
+		autos--;
+	}
+out:
+	for (size_t i = 0; i < n; i++)
+		ckpt_archive_unref(all[i]);
+	free(all);
+	ckpt_archive_unref(latest);
+	return removed;
+}
+
+int ckpt_store_error(struct ckpt_store *s, size_t i, char **name, char **text,
+		     size_t *len)
+{
+	struct journal *j = journal_of(s);
+	int rc = -ENOENT;
+
+	pthread_mutex_lock(&j->lock);
+	if (i < j->nr) {
+		*name = strdup(j->r[i].name);
+		*text = j->r[i].text ? strdup(j->r[i].text) : NULL;
+		*len = *text ? strlen(*text) : 0;
+		rc = *name ? 0 : -ENOMEM;
+		if (rc == 0 && !*text) {
+			free(*name);
+			rc = -ENODATA; /* cleared by a later success */
+		}
+	}
+	pthread_mutex_unlock(&j->lock);
+	return rc;
 }

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <cjson/cJSON.h>
 #include <syslog.h>
 #include <time.h>
 #include <unistd.h>
@@ -21,6 +23,9 @@
 struct options {
 	char *store;
 	int ro, workspace_only, help, version;
+	char *source, *tier[CKPT_TIER_COUNT], *backend, *agent_uid;
+	char *exclude_from, *secrets_allow;
+	unsigned every, keep;
 	unsigned long max_entries, max_manifest_mb, max_ratio;
 	unsigned long long max_entry_mb, max_total_mb;
 	double timeout;
@@ -33,6 +38,16 @@ struct options {
 static const struct fuse_opt opt_spec[] = {
 	OPT("ro", ro),
 	OPT("workspace_only", workspace_only),
+	OPT("source=%s", source),
+	OPT("world=%s", tier[CKPT_TIER_WORLD]),
+	OPT("workspace=%s", tier[CKPT_TIER_WORKSPACE]),
+	OPT("session=%s", tier[CKPT_TIER_SESSION]),
+	OPT("backend=%s", backend),
+	OPT("agent_uid=%s", agent_uid),
+	OPT("every=%u", every),
+	OPT("keep=%u", keep),
+	OPT("exclude_from=%s", exclude_from),
+	OPT("secrets_allow=%s", secrets_allow),
 	OPT("max_entries=%lu", max_entries),
 	OPT("max_entry_mb=%llu", max_entry_mb),
 	OPT("max_total_mb=%llu", max_total_mb),
@@ -49,14 +64,28 @@ static void usage(const char *prog)
 {
 	printf("usage: %s [options] STORE MOUNTPOINT\n\n"
 	       "Shows every STORE/NAME.ckpt as a read-only directory tree under\n"
-	       "MOUNTPOINT/snapshots/NAME/.\n\n"
+	       "MOUNTPOINT/snapshots/NAME/; with a source, mkdir\n"
+	       "MOUNTPOINT/snapshots/NEW saves the live run as STORE/NEW.ckpt.\n\n"
 	       "ckptfs options:\n"
+	       "    -o source=RUNDIR       the live run: RUNDIR/world, RUNDIR/workspace,\n"
+	       "                           RUNDIR/session and RUNDIR/run.json\n"
+	       "    -o world=DIR           the world tier (overrides source's)\n"
+	       "    -o workspace=DIR       the workspace tier (overrides source's)\n"
+	       "    -o session=DIR         the session tier, e.g. ~/.claude (overrides source's)\n"
+	       "    -o backend=NAME        session allowlist: claude-code-v1, codex-v1, ...\n"
+	       "                           (default: run.json's backend; none: no session)\n"
+	       "    -o workspace_only      never save or show the session tier\n"
+	       "    -o agent_uid=UID       mkdir by UID makes agent checkpoints, and UID\n"
+	       "                           may not delete or rename user checkpoints\n"
+	       "    -o every=SECONDS       take auto-YYYYMMDDTHHMMSSZ checkpoints\n"
+	       "    -o keep=N              keep only the newest N automatic checkpoints\n"
+	       "    -o exclude_from=FILE   more patterns the save leaves out\n"
+	       "    -o secrets_allow=FILE  fingerprints of reviewed false positives\n"
 	       "    -o ro                  refuse every change (mkdir, rmdir, mv)\n"
-	       "    -o workspace_only      never show the session tier\n"
 	       "    -o max_entries=N       refuse archives with more entries (1000000)\n"
 	       "    -o max_entry_mb=N      hide entries larger than N MiB (65536)\n"
 	       "    -o max_total_mb=N      refuse archives whose content exceeds N MiB (1048576)\n"
-	       "    -o max_ratio=N         hide entries compressed more than N:1 (1000)\n"
+	       "    -o max_ratio=N         hide entries claiming more than N:1 (2000)\n"
 	       "    -o max_manifest_mb=N   refuse larger manifests (256)\n"
 	       "    -o cache_timeout=S     seconds the kernel caches checkpoint\n"
 	       "                           metadata (86400; content never changes)\n"
@@ -122,6 +151,151 @@ static void on_open(void *ctx, const char *name, const struct ckpt_archive *a,
 			 name, h[i].count, h[i].rule, h[i].sample);
 }
 
+static const char *const tier_names[CKPT_TIER_COUNT] = {"world", "workspace",
+							"session"};
+
+/* An absolute path for a directory option, or NULL with a message. */
+static char *dir_option(const char *opt, const char *path, bool must)
+{
+	char *abs = realpath(path, NULL);
+	struct stat st;
+
+	if (abs && stat(abs, &st) == 0 && S_ISDIR(st.st_mode))
+		return abs;
+	if (must)
+		fprintf(stderr, "ckptfs: %s=%s: %s\n", opt, path,
+			abs ? "not a directory" : strerror(errno));
+	free(abs);
+	return NULL;
+}
+
+/* run.json's "backend", when the harness wrote one. */
+static char *run_backend(const char *run_json)
+{
+	char buf[65536];
+	char *backend = NULL;
+	FILE *f = fopen(run_json, "re");
+	size_t n;
+	cJSON *run, *b;
+
+	if (!f)
+		return NULL;
+	n = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	run = cJSON_ParseWithLength(buf, n);
+	b = cJSON_GetObjectItem(run, "backend");
+	if (cJSON_IsString(b))
+		backend = strdup(b->valuestring);
+	cJSON_Delete(run);
+	return backend;
+}
+
+/* Everything a save needs, checked now so that a bad option fails the
+ * mount rather than the first mkdir.  Returns 0, or -1 after saying why. */
+static int setup_save(struct options *o, struct ckptfs *fs)
+{
+	struct ckpt_save_opts *so = &fs->save;
+	struct ckpt_err err = {0};
+	const char *dir = getenv("CKPTFS_BACKENDS");
+	char *backend = o->backend ? strdup(o->backend) : NULL;
+	char *src = NULL, path[PATH_MAX + 32];
+	bool any = false;
+	int rc = 0;
+
+	if (o->source && !(src = dir_option("source", o->source, true)))
+		return -1;
+	for (int t = 0; t < CKPT_TIER_COUNT; t++) {
+		if (o->tier[t]) {
+			so->tier_dir[t] =
+				dir_option(tier_names[t], o->tier[t], true);
+			if (!so->tier_dir[t])
+				rc = -1;
+		} else if (src) {
+			snprintf(path, sizeof(path), "%s/%s", src,
+				 tier_names[t]);
+			so->tier_dir[t] =
+				dir_option(tier_names[t], path, false);
+		}
+		any |= so->tier_dir[t] != NULL;
+	}
+	if (src) {
+		snprintf(path, sizeof(path), "%s/run.json", src);
+		if (access(path, R_OK) == 0) {
+			so->run_json = strdup(path);
+			if (!backend)
+				backend = run_backend(path);
+		}
+	}
+	free(src);
+	if (rc < 0)
+		return -1;
+	if ((o->source || o->tier[0] || o->tier[1] || o->tier[2]) && !any) {
+		fprintf(stderr,
+			"ckptfs: source=%s has no world/, workspace/ "
+			"or session/\n",
+			o->source);
+		return -1;
+	}
+	/* Without a backend nothing says which session files matter: the
+	 * session tier is not saved at all (the safe default). */
+	if (!backend) {
+		free((char *)so->tier_dir[CKPT_TIER_SESSION]);
+		so->tier_dir[CKPT_TIER_SESSION] = NULL;
+	}
+	so->backend = backend;
+	so->policy_flags = o->workspace_only ? CKPT_POLICY_WORKSPACE_ONLY : 0;
+	if (ckpt_select_open(backend, dir ? dir : PKGDATADIR "/backends",
+			     o->exclude_from,
+			     (struct ckpt_select **)&so->select, &err) < 0) {
+		fprintf(stderr, "ckptfs: %s%s%s\n", err.msg,
+			err.path[0] ? ": " : "", err.path);
+		return -1;
+	}
+	if (o->secrets_allow &&
+	    ckpt_scan_allow_load(o->secrets_allow,
+				 (struct ckpt_scan_allow **)&so->allow,
+				 &err) < 0) {
+		fprintf(stderr, "ckptfs: secrets_allow=%s: %s\n",
+			o->secrets_allow, err.msg);
+		return -1;
+	}
+	if (o->agent_uid) {
+		char *end;
+		unsigned long uid = strtoul(o->agent_uid, &end, 10);
+		if (!*o->agent_uid || *end || uid >= (uid_t)-1) {
+			fprintf(stderr, "ckptfs: agent_uid=%s: not a uid\n",
+				o->agent_uid);
+			return -1;
+		}
+		fs->has_agent = true;
+		fs->agent_uid = (uid_t)uid;
+	}
+	if ((o->every || o->keep) && !any) {
+		fprintf(stderr, "ckptfs: every= and keep= need a source\n");
+		return -1;
+	}
+	if (o->keep && !o->every) {
+		fprintf(stderr, "ckptfs: keep= prunes automatic checkpoints; "
+				"give every= too\n");
+		return -1;
+	}
+	fs->every = o->every;
+	fs->keep = o->keep;
+	fs->ro = o->ro;
+	fs->can_save = any && !o->ro;
+	return 0;
+}
+
+static void free_save(struct ckptfs *fs)
+{
+	for (int t = 0; t < CKPT_TIER_COUNT; t++)
+		free((char *)fs->save.tier_dir[t]);
+	free((char *)fs->save.run_json);
+	free((char *)fs->save.backend);
+	ckpt_select_free((struct ckpt_select *)fs->save.select);
+	ckpt_scan_allow_free((struct ckpt_scan_allow *)fs->save.allow);
+}
+
 static void raise_nofile(void)
 {
 	struct rlimit rl;
@@ -140,7 +314,7 @@ int main(int argc, char **argv)
 	struct options o = {.timeout = 86400};
 	struct fuse_cmdline_opts cmd = {0};
 	struct ckpt_store_opts so = {.opened = on_open};
-	struct ckptfs fs = {.inotify_fd = -1, .stop_fd = -1};
+	struct ckptfs fs = {.inotify_fd = -1, .stop_fd = -1, .kick_fd = -1};
 	struct ckpt_err err = {0};
 	char store[PATH_MAX], fsname[PATH_MAX + 32];
 	struct timespec now;
@@ -193,14 +367,15 @@ int main(int argc, char **argv)
 		goto out_args;
 	}
 	so.policy_flags = o.workspace_only ? CKPT_POLICY_WORKSPACE_ONLY : 0;
+	if (setup_save(&o, &fs) < 0)
+		goto out_save;
 	raise_nofile();
 	if (ckpt_store_open(store, &so, &fs.store, &err) < 0) {
 		fprintf(stderr, "ckptfs: %s: %s\n", store, err.msg);
-		goto out_args;
+		goto out_save;
 	}
 	fs.uid = getuid();
 	fs.gid = getgid();
-	fs.ro = o.ro;
 	fs.timeout = o.timeout;
 	clock_gettime(CLOCK_REALTIME, &now);
 	fs.mount_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
@@ -257,9 +432,18 @@ out_session:
 	fuse_session_destroy(fs.se);
 out_store:
 	ckpt_store_close(fs.store);
+out_save:
+	free_save(&fs);
 out_args:
 	free(cmd.mountpoint);
 	free(o.store);
+	free(o.source);
+	free(o.backend);
+	free(o.agent_uid);
+	free(o.exclude_from);
+	free(o.secrets_allow);
+	for (int t = 0; t < CKPT_TIER_COUNT; t++)
+		free(o.tier[t]);
 	fuse_opt_free_args(&args);
 	return rc;
 }

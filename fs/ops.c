@@ -71,6 +71,8 @@ static void fixed_attr(struct ckptfs *fs, fuse_ino_t ino, struct stat *st,
 		st->st_nlink = 1;
 	} else if (ino == INO_ROOT) {
 		st->st_nlink = 4;
+	} else if (ino == INO_CONTROL) {
+		st->st_nlink = 3;
 	}
 	st->st_size = (off_t)size;
 	st->st_blksize = 4096;
@@ -114,10 +116,28 @@ static int latest_target(struct ckptfs *fs, char *buf, size_t size)
 	return rc;
 }
 
-static int status_text(struct ckptfs *fs, char **text, size_t *len)
+static bool is_error_ino(fuse_ino_t ino)
 {
-	*text = ckpt_store_status(fs->store, len);
-	return *text ? 0 : -ENOMEM;
+	return ino >= INO_ERROR_BASE && ino < INO_ERROR_END;
+}
+
+/* The text of a control file: the status, or an errors/NAME report. */
+static int control_text(struct ckptfs *fs, fuse_ino_t ino, char **text,
+			size_t *len)
+{
+	char *name;
+	int rc;
+
+	if (ino == INO_STATUS) {
+		*text = ckpt_store_status(fs->store, len);
+		return *text ? 0 : -ENOMEM;
+	}
+	rc = ckpt_store_error(fs->store, ino - INO_ERROR_BASE, &name, text,
+			      len);
+	if (rc < 0)
+		return -ENOENT;
+	free(name);
+	return 0;
 }
 
 static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
@@ -127,6 +147,16 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 	char buf[300];
 	int rc;
 
+	if (is_error_ino(ino)) {
+		char *text;
+		size_t len;
+		rc = control_text(fs, ino, &text, &len);
+		if (rc == 0)
+			fixed_attr(fs, INO_STATUS, st, len);
+		st->st_ino = ino;
+		free(text);
+		return rc;
+	}
 	switch (ino) {
 	case INO_SNAPSHOTS: {
 		uint64_t bytes, count;
@@ -140,12 +170,13 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 	}
 	case INO_ROOT:
 	case INO_CONTROL:
+	case INO_ERRORS:
 		fixed_attr(fs, ino, st, 0);
 		return 0;
 	case INO_STATUS: {
 		char *text;
 		size_t len;
-		rc = status_text(fs, &text, &len);
+		rc = control_text(fs, ino, &text, &len);
 		if (rc == 0)
 			fixed_attr(fs, ino, st, len);
 		free(text);
@@ -168,7 +199,10 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 /* Fixed entries that change (status, latest) must not be cached. */
 static double attr_timeout(struct ckptfs *fs, fuse_ino_t ino)
 {
-	return ino == INO_STATUS || ino == INO_LATEST ? 0 : fs->timeout;
+	if (ino == INO_STATUS || ino == INO_LATEST || ino == INO_SNAPSHOTS ||
+	    ino == INO_ERRORS || is_error_ino(ino))
+		return 0;
+	return fs->timeout;
 }
 
 static void reply_entry(fuse_req_t req, fuse_ino_t ino)
@@ -208,6 +242,25 @@ static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
 	case INO_CONTROL:
 		if (strcmp(name, "status") == 0)
 			return reply_entry(req, INO_STATUS);
+		if (strcmp(name, "errors") == 0)
+			return reply_entry(req, INO_ERRORS);
+		fuse_reply_err(req, ENOENT);
+		return;
+	case INO_ERRORS:
+		for (size_t i = 0; i < INO_ERROR_END - INO_ERROR_BASE; i++) {
+			char *n, *text;
+			size_t len;
+			rc = ckpt_store_error(fs->store, i, &n, &text, &len);
+			if (rc == -ENOENT)
+				break;
+			if (rc < 0)
+				continue;
+			rc = strcmp(n, name);
+			free(n);
+			free(text);
+			if (rc == 0)
+				return reply_entry(req, INO_ERROR_BASE + i);
+		}
 		fuse_reply_err(req, ENOENT);
 		return;
 	case INO_SNAPSHOTS:
@@ -342,7 +395,7 @@ static fuse_ino_t parent_ino(struct ckpt_archive *a, fuse_ino_t ino)
 	uint32_t node = (uint32_t)ino;
 
 	if (!a)
-		return INO_ROOT;
+		return ino == INO_ERRORS ? INO_CONTROL : INO_ROOT;
 	if (node == CKPT_NODE_ROOT)
 		return INO_SNAPSHOTS;
 	return nodeid(a, ckpt_archive_parent_of(a, node));
@@ -371,9 +424,30 @@ static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 				return;
 		}
 	} else if (ino == INO_CONTROL) {
-		if (off == 0)
-			add_entry(req, buf, size, pos, plus, "status",
-				  INO_STATUS, 3);
+		if (off == 0 && !add_entry(req, buf, size, pos, plus, "status",
+					   INO_STATUS, 3))
+			return;
+		if (off <= 1)
+			add_entry(req, buf, size, pos, plus, "errors",
+				  INO_ERRORS, 4);
+	} else if (ino == INO_ERRORS) {
+		for (size_t i = (size_t)off;; i++) {
+			char *n, *text;
+			size_t len;
+			int rc =
+				ckpt_store_error(fs->store, i, &n, &text, &len);
+			bool ok = true;
+			if (rc == -ENOENT)
+				break;
+			if (rc < 0)
+				continue;
+			ok = add_entry(req, buf, size, pos, plus, n,
+				       INO_ERROR_BASE + i, (off_t)i + 3);
+			free(n);
+			free(text);
+			if (!ok)
+				return;
+		}
 	} else if (ino == INO_SNAPSHOTS) {
 		size_t p = (size_t)off;
 		while (ckpt_store_next(fs->store, &p, &a) == 0) {
@@ -461,11 +535,11 @@ static void ckptfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, ino >> 32 ? EROFS : EPERM);
 		return;
 	}
-	if (ino == INO_STATUS) {
-		/* A snapshot of the status, so one read(2) loop sees one
-		 * consistent text. */
+	if (ino == INO_STATUS || is_error_ino(ino)) {
+		/* A snapshot of the text, so one read(2) loop sees one
+		 * consistent version. */
 		struct text *t = calloc(1, sizeof(*t));
-		if (!t || status_text(fs, &t->buf, &t->len) < 0) {
+		if (!t || control_text(fs, ino, &t->buf, &t->len) < 0) {
 			free(t);
 			fuse_reply_err(req, ENOMEM);
 			return;
@@ -508,7 +582,7 @@ static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (ino == INO_STATUS) {
+	if (ino == INO_STATUS || is_error_ino(ino)) {
 		struct text *t = (struct text *)(uintptr_t)fi->fh;
 		size_t o = (size_t)off < t->len ? (size_t)off : t->len;
 		n = (ssize_t)(size < t->len - o ? size : t->len - o);
@@ -529,7 +603,7 @@ static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void ckptfs_op_release(fuse_req_t req, fuse_ino_t ino,
 			      struct fuse_file_info *fi)
 {
-	if (ino == INO_STATUS) {
+	if (ino == INO_STATUS || is_error_ino(ino)) {
 		struct text *t = (struct text *)(uintptr_t)fi->fh;
 		free(t->buf);
 		free(t);
@@ -617,53 +691,130 @@ static void ckptfs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 /* ---- refusals --------------------------------------------------------- */
 
-/* The errno for a change under parent (DESIGN §2): checkpoints are
- * read-only (EROFS); the root and .ckptfs hold nothing users create
- * (EPERM); snapshots/ takes mkdir, rmdir and rename once saving is
- * enabled, and until then answers EROFS to those and EPERM to the rest. */
-static int refuse(fuse_ino_t parent, bool snapshot_op)
+/* The errno for creating something under parent (DESIGN §2): inside a
+ * checkpoint EROFS; at the root, in .ckptfs/ and for anything but a
+ * directory in snapshots/, EPERM. */
+static int refuse(fuse_ino_t parent)
 {
-	if (parent >> 32)
-		return EROFS;
-	if (parent == INO_SNAPSHOTS && snapshot_op)
-		return EROFS;
-	return EPERM;
+	return parent >> 32 ? EROFS : EPERM;
 }
 
+static bool by_agent(struct ckptfs *fs, fuse_req_t req)
+{
+	return fs->has_agent && fuse_req_ctx(req)->uid == fs->agent_uid;
+}
+
+/* mkdir snapshots/NEW: save the live source; returns once it is durable. */
 static void ckptfs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 			    mode_t mode)
 {
-	(void)name;
+	struct ckptfs *fs = fs_of(req);
+	struct ckpt_save_result res;
+	struct ckpt_err err = {0};
+	struct ckpt_archive *a;
+	int rc;
+
 	(void)mode;
-	fuse_reply_err(req, refuse(parent, true));
+	if (parent != INO_SNAPSHOTS) {
+		fuse_reply_err(req, refuse(parent));
+		return;
+	}
+	if (!fs->can_save) {
+		fuse_reply_err(req, EROFS); /* -o ro, or no source */
+		return;
+	}
+	rc = ckpt_store_save(fs->store, name,
+			     by_agent(fs, req) ? "agent" : "user", &fs->save,
+			     &res, &err);
+	if (rc < 0) {
+		ckptfs_log_err(FUSE_LOG_WARNING, "save refused", &err);
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fuse_log(FUSE_LOG_INFO,
+		 "ckptfs: saved %s: %llu files (%llu bytes), %llu copied from "
+		 "the parent, %llu left out\n",
+		 name, (unsigned long long)res.files,
+		 (unsigned long long)res.bytes, (unsigned long long)res.copied,
+		 (unsigned long long)res.skipped);
+	ckptfs_watch_kick(fs);
+	rc = ckpt_store_get(fs->store, name, &a, &err);
+	if (rc < 0) {
+		/* Saved, but it does not index: say why, keep the file. */
+		ckptfs_log_err(FUSE_LOG_ERR, "saved checkpoint unreadable",
+			       &err);
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	reply_entry(req, nodeid(a, CKPT_NODE_ROOT));
+	ckpt_archive_unref(a);
 }
 
+/* rmdir snapshots/NAME deletes the checkpoint, contents and all. */
 static void ckptfs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
-	(void)name;
-	fuse_reply_err(req, refuse(parent, true));
+	struct ckptfs *fs = fs_of(req);
+	struct ckpt_err err = {0};
+	int rc;
+
+	if (parent != INO_SNAPSHOTS) {
+		fuse_reply_err(req, refuse(parent));
+		return;
+	}
+	if (fs->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	rc = ckpt_store_remove(fs->store, name, by_agent(fs, req), &err);
+	if (rc < 0 && rc != -ENOENT)
+		ckptfs_log_err(FUSE_LOG_WARNING, "delete refused", &err);
+	else if (rc == 0)
+		ckptfs_watch_kick(fs);
+	fuse_reply_err(req, -rc);
 }
 
 static void ckptfs_op_unlink(fuse_req_t req, fuse_ino_t parent,
 			     const char *name)
 {
 	(void)name;
-	fuse_reply_err(req, refuse(parent, true));
+	fuse_reply_err(req, parent == INO_SNAPSHOTS ? EISDIR : refuse(parent));
 }
 
 static void ckptfs_op_rename(fuse_req_t req, fuse_ino_t parent,
 			     const char *name, fuse_ino_t newparent,
 			     const char *newname, unsigned int flags)
 {
-	(void)name;
-	(void)newname;
-	(void)flags;
-	if (parent >> 32 || newparent >> 32)
+	struct ckptfs *fs = fs_of(req);
+	struct ckpt_err err = {0};
+	int rc;
+
+	if (parent >> 32 || newparent >> 32) {
 		fuse_reply_err(req, EROFS);
-	else if (parent == INO_SNAPSHOTS && newparent != INO_SNAPSHOTS)
+		return;
+	}
+	if (parent != INO_SNAPSHOTS) {
+		fuse_reply_err(req, EPERM);
+		return;
+	}
+	if (newparent != INO_SNAPSHOTS) {
 		fuse_reply_err(req, EXDEV);
-	else
-		fuse_reply_err(req, refuse(newparent, true));
+		return;
+	}
+	if (flags & ~(unsigned)RENAME_NOREPLACE) {
+		fuse_reply_err(req, EINVAL); /* no exchange, no whiteout */
+		return;
+	}
+	if (fs->ro) {
+		fuse_reply_err(req, EROFS);
+		return;
+	}
+	rc = ckpt_store_rename(fs->store, name, newname, by_agent(fs, req),
+			       &err);
+	if (rc < 0 && rc != -ENOENT)
+		ckptfs_log_err(FUSE_LOG_WARNING, "rename refused", &err);
+	else if (rc == 0)
+		ckptfs_watch_kick(fs);
+	fuse_reply_err(req, -rc);
 }
 
 static void ckptfs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -672,7 +823,7 @@ static void ckptfs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 	(void)name;
 	(void)mode;
 	(void)rdev;
-	fuse_reply_err(req, refuse(parent, false));
+	fuse_reply_err(req, refuse(parent));
 }
 
 static void ckptfs_op_create(fuse_req_t req, fuse_ino_t parent,
@@ -682,7 +833,7 @@ static void ckptfs_op_create(fuse_req_t req, fuse_ino_t parent,
 	(void)name;
 	(void)mode;
 	(void)fi;
-	fuse_reply_err(req, refuse(parent, false));
+	fuse_reply_err(req, refuse(parent));
 }
 
 static void ckptfs_op_symlink(fuse_req_t req, const char *link,
@@ -690,7 +841,7 @@ static void ckptfs_op_symlink(fuse_req_t req, const char *link,
 {
 	(void)link;
 	(void)name;
-	fuse_reply_err(req, refuse(parent, false));
+	fuse_reply_err(req, refuse(parent));
 }
 
 static void ckptfs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
@@ -698,7 +849,7 @@ static void ckptfs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 {
 	(void)ino;
 	(void)newname;
-	fuse_reply_err(req, refuse(newparent, false));
+	fuse_reply_err(req, refuse(newparent));
 }
 
 static void ckptfs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,

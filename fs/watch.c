@@ -1,12 +1,14 @@
 /*
- * watch.c - the store is live.
+ * watch.c - the store is live, and automatic checkpoints are taken.
  *
  * A thread follows STORE with inotify (and rescans every RESCAN_MS in
  * case events are lost, or the store is on a filesystem without them),
  * lets core work out which checkpoints appeared, vanished or were
  * replaced, and tells the kernel to drop its cached entries for them.
- * Events come in bursts (rsync writes, then renames), so a change is
- * acted on DEBOUNCE_MS after the last event.
+ * Events come in bursts (rsync writes, then renames), so a change is acted
+ * on DEBOUNCE_MS after the last event, and at most MAX_DELAY_MS after the
+ * first.  Request handlers never notify the kernel themselves (it may hold
+ * the very directory they would invalidate): they kick this thread.
  */
 #include <errno.h>
 #include <poll.h>
@@ -19,7 +21,7 @@
 #include "ckptfs.h"
 
 #define DEBOUNCE_MS  50
-#define MAX_DELAY_MS 250 /* a steady stream of events waits no longer */
+#define MAX_DELAY_MS 250
 #define RESCAN_MS    2000
 
 struct changes {
@@ -37,16 +39,20 @@ static void changed(void *ctx, const char *name)
 					 strlen(name));
 }
 
+static void forget_latest(struct ckptfs *fs)
+{
+	fuse_lowlevel_notify_inval_inode(fs->se, INO_SNAPSHOTS, 0, 0);
+	fuse_lowlevel_notify_inval_entry(fs->se, INO_ROOT, "latest", 6);
+	fuse_lowlevel_notify_inval_inode(fs->se, INO_LATEST, 0, 0);
+}
+
 static void refresh(struct ckptfs *fs)
 {
 	struct changes c = {fs, 0};
 
 	ckpt_store_refresh(fs->store, changed, &c);
-	if (c.n == 0)
-		return;
-	fuse_lowlevel_notify_inval_inode(fs->se, INO_SNAPSHOTS, 0, 0);
-	fuse_lowlevel_notify_inval_entry(fs->se, INO_ROOT, "latest", 6);
-	fuse_lowlevel_notify_inval_inode(fs->se, INO_LATEST, 0, 0);
+	if (c.n)
+		forget_latest(fs);
 }
 
 static int64_t now_ms(void)
@@ -60,7 +66,8 @@ static int64_t now_ms(void)
 static void *watch(void *arg)
 {
 	struct ckptfs *fs = arg;
-	struct pollfd p[2] = {{fs->stop_fd, POLLIN, 0},
+	struct pollfd p[3] = {{fs->stop_fd, POLLIN, 0},
+			      {fs->kick_fd, POLLIN, 0},
 			      {fs->inotify_fd, POLLIN, 0}};
 	char buf[8192]
 		__attribute__((aligned(__alignof__(struct inotify_event))));
@@ -68,17 +75,25 @@ static void *watch(void *arg)
 
 	for (;;) {
 		int64_t left = first ? first + MAX_DELAY_MS - now_ms() : 0;
-		int timeout = !first ? RESCAN_MS
-				     : (int)(left < DEBOUNCE_MS
-						     ? (left > 0 ? left : 0)
-						     : DEBOUNCE_MS);
-		int r = poll(p, fs->inotify_fd >= 0 ? 2 : 1, timeout);
+		int timeout = !first		   ? RESCAN_MS
+			      : left < 0	   ? 0
+			      : left < DEBOUNCE_MS ? (int)left
+						   : DEBOUNCE_MS;
+		int r = poll(p, fs->inotify_fd >= 0 ? 3 : 2, timeout);
+		uint64_t v;
 
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r > 0 && p[0].revents)
 			break;
 		if (r > 0 && (p[1].revents & POLLIN)) {
+			/* A change the daemon made itself: the store is
+			 * already refreshed; only the kernel must forget. */
+			if (read(fs->kick_fd, &v, sizeof(v)) == sizeof(v))
+				forget_latest(fs);
+			continue;
+		}
+		if (r > 0 && (p[2].revents & POLLIN)) {
 			/* Drain; which names changed is core's question. */
 			while (read(fs->inotify_fd, buf, sizeof(buf)) > 0)
 				;
@@ -93,12 +108,53 @@ static void *watch(void *arg)
 	return NULL;
 }
 
+/* Periodic checkpoints: auto-YYYYMMDDTHHMMSSZ every fs->every seconds,
+ * then pruning to fs->keep.  A tick whose name is taken (two in one
+ * second) is simply skipped. */
+static void *tick(void *arg)
+{
+	struct ckptfs *fs = arg;
+	struct pollfd p = {fs->stop_fd, POLLIN, 0};
+
+	for (;;) {
+		struct ckpt_err err = {0};
+		struct ckpt_save_result res;
+		char name[64];
+		time_t now;
+		struct tm tm;
+		int r = poll(&p, 1, (int)(fs->every * 1000));
+
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r > 0)
+			break;
+		now = time(NULL);
+		gmtime_r(&now, &tm);
+		strftime(name, sizeof(name), "auto-%Y%m%dT%H%M%SZ", &tm);
+		if (ckpt_store_save(fs->store, name, "auto", &fs->save, &res,
+				    &err) < 0)
+			ckptfs_log_err(FUSE_LOG_WARNING, "automatic checkpoint",
+				       &err);
+		else
+			fuse_log(FUSE_LOG_INFO,
+				 "ckptfs: saved %s: %llu files, %llu copied "
+				 "from the parent\n",
+				 name, (unsigned long long)res.files,
+				 (unsigned long long)res.copied);
+		if (fs->keep)
+			ckpt_store_prune(fs->store, fs->keep);
+		ckptfs_watch_kick(fs);
+	}
+	return NULL;
+}
+
 int ckptfs_watch_start(struct ckptfs *fs, const char *store_dir)
 {
 	int rc = 0;
 
 	fs->stop_fd = eventfd(0, EFD_CLOEXEC);
-	if (fs->stop_fd < 0)
+	fs->kick_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (fs->stop_fd < 0 || fs->kick_fd < 0)
 		return -errno;
 	fs->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (fs->inotify_fd >= 0 &&
@@ -112,13 +168,22 @@ int ckptfs_watch_start(struct ckptfs *fs, const char *store_dir)
 	}
 	if (fs->inotify_fd < 0)
 		rc = -errno; /* polling alone still works */
-	if (pthread_create(&fs->watcher, NULL, watch, fs) != 0) {
-		close(fs->stop_fd);
-		fs->stop_fd = -1;
+	if (pthread_create(&fs->watcher, NULL, watch, fs) != 0)
 		return -EAGAIN;
-	}
 	fs->watching = true;
+	if (fs->every && fs->can_save &&
+	    pthread_create(&fs->ticker, NULL, tick, fs) == 0)
+		fs->ticking = true;
 	return rc;
+}
+
+void ckptfs_watch_kick(struct ckptfs *fs)
+{
+	uint64_t one = 1;
+
+	/* A failed write means a kick is already pending. */
+	if (fs->kick_fd >= 0 && write(fs->kick_fd, &one, sizeof(one)) < 0)
+		return;
 }
 
 void ckptfs_watch_stop(struct ckptfs *fs)
@@ -130,8 +195,11 @@ void ckptfs_watch_stop(struct ckptfs *fs)
 	if (write(fs->stop_fd, &one, sizeof(one)) != sizeof(one))
 		pthread_cancel(fs->watcher);
 	pthread_join(fs->watcher, NULL);
-	fs->watching = false;
+	if (fs->ticking)
+		pthread_join(fs->ticker, NULL);
+	fs->watching = fs->ticking = false;
 	close(fs->stop_fd);
+	close(fs->kick_fd);
 	if (fs->inotify_fd >= 0)
 		close(fs->inotify_fd);
 }

@@ -1,0 +1,290 @@
+/*
+ * check_save.c - the save path end to end, without a mount: archives it
+ * writes must read back identically through core's own index and through
+ * libzip, an independent reader; transcripts are cut at their last line;
+ * compressed formats are stored; unchanged files are copied from the
+ * parent; a refused save leaves nothing behind.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zip.h>
+
+#include "internal.h"
+
+static char dir[64], run[128], store[128];
+static int sfd;
+static struct ckpt_limits lim;
+
+static void put(const char *rel, const void *data, size_t len)
+{
+	char path[512], *slash;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", run, rel);
+	for (slash = strchr(path + strlen(run) + 1, '/'); slash;
+	     slash = strchr(slash + 1, '/')) {
+		*slash = '\0';
+		mkdir(path, 0755);
+		*slash = '/';
+	}
+	f = fopen(path, "wb");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_uint_eq(fwrite(data, 1, len, f), len);
+	fclose(f);
+}
+
+static void setup(void)
+{
+	strcpy(dir, "/tmp/check_save.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(run, sizeof(run), "%s/run", dir);
+	snprintf(store, sizeof(store), "%s/store", dir);
+	mkdir(run, 0755);
+	mkdir(store, 0755);
+	sfd = open(store, O_RDONLY | O_DIRECTORY);
+	ckpt_limits_default(&lim);
+}
+
+static void teardown(void)
+{
+	char cmd[128];
+
+	close(sfd);
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+static void opts(struct ckpt_save_opts *o, char tiers[3][160])
+{
+	static const char *const names[] = {"world", "workspace", "session"};
+
+	memset(o, 0, sizeof(*o));
+	o->name = "t";
+	o->origin = "user";
+	for (int t = 0; t < 3; t++) {
+		struct stat st;
+		snprintf(tiers[t], 160, "%s/%s", run, names[t]);
+		if (stat(tiers[t], &st) == 0)
+			o->tier_dir[t] = tiers[t];
+	}
+}
+
+static uint32_t walk(const struct ckpt_archive *a, const char *path)
+{
+	uint32_t node = CKPT_NODE_ROOT;
+	char buf[256], *save, *c;
+
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (c = strtok_r(buf, "/", &save); c; c = strtok_r(NULL, "/", &save))
+		if (ckpt_archive_lookup(a, node, c, strlen(c), &node) < 0)
+			return UINT32_MAX;
+	return node;
+}
+
+/* The content of path in the archive, through core's reader. */
+static size_t read_core(struct ckpt_archive *a, const char *path, char *buf,
+			size_t size)
+{
+	struct ckpt_reader *r;
+	uint32_t node = walk(a, path);
+	size_t done = 0;
+	ssize_t n;
+
+	ck_assert_msg(node != UINT32_MAX, "%s not in archive", path);
+	ck_assert_int_eq(ckpt_reader_open(a, node, &r, NULL), 0);
+	while ((n = ckpt_reader_pread(r, buf + done, size - done, done, NULL)) >
+	       0)
+		done += (size_t)n;
+	ck_assert_int_eq(n, 0);
+	ckpt_reader_close(r);
+	return done;
+}
+
+/* ... and through libzip, which knows nothing of ckptfs. */
+static size_t read_libzip(const char *file, const char *path, char *buf,
+			  size_t size)
+{
+	int zerr;
+	zip_t *z = zip_open(file, ZIP_RDONLY | ZIP_CHECKCONS, &zerr);
+	zip_file_t *f;
+	zip_int64_t n;
+
+	ck_assert_msg(z != NULL, "libzip cannot open %s: %d", file, zerr);
+	f = zip_fopen(z, path, 0);
+	ck_assert_msg(f != NULL, "libzip: %s: %s", path, zip_strerror(z));
+	n = zip_fread(f, buf, size);
+	ck_assert_int_ge(n, 0);
+	zip_fclose(f);
+	zip_close(z);
+	return (size_t)n;
+}
+
+START_TEST(round_trip)
+{
+	static char big[700000], got[800000];
+	static const char png[] = "\x89PNG\r\n\x1a\n"
+				  "0000000000000000";
+	struct ckpt_save_opts o;
+	struct ckpt_save_result res;
+	struct ckpt_archive *a;
+	struct ckpt_stat st;
+	struct ckpt_err err = {0};
+	char tiers[3][160], file[256];
+	size_t n;
+
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = "abcdefgh\n"[i % 9];
+	put("world/snap.json", "{\"w\":1}", 7);
+	put("workspace/src/big.txt", big, sizeof(big));
+	put("workspace/img.png", png, sizeof(png) - 1);
+	put("workspace/.env", "KEY=x\n", 6);
+	put("session/projects/p/t.jsonl", "{\"a\":1}\n{\"b\":2}\n{\"c\":", 20);
+	opts(&o, tiers);
+	ck_assert_int_eq(ckpt_save(sfd, "t.ckpt", &o, &res, &err), 0);
+	ck_assert_uint_eq(res.copied, 0);
+	ck_assert_int_eq(ckpt_archive_open(sfd, "t.ckpt", &lim, 0, &a, &err),
+			 0);
+	snprintf(file, sizeof(file), "%s/t.ckpt", store);
+
+	n = read_core(a, "workspace/src/big.txt", got, sizeof(got));
+	ck_assert_uint_eq(n, sizeof(big));
+	ck_assert(memcmp(got, big, n) == 0);
+	n = read_libzip(file, "workspace/src/big.txt", got, sizeof(got));
+	ck_assert_uint_eq(n, sizeof(big));
+	ck_assert(memcmp(got, big, n) == 0);
+	ck_assert_int_eq(a->nodes[walk(a, "workspace/src/big.txt")].z.method,
+			 ZIP_METHOD_DEFLATE);
+	/* compressed formats are stored as they are */
+	ck_assert_int_eq(a->nodes[walk(a, "workspace/img.png")].z.method,
+			 ZIP_METHOD_STORE);
+	/* transcripts end at their last complete line */
+	n = read_core(a, "session/projects/p/t.jsonl", got, sizeof(got));
+	ck_assert_uint_eq(n, 16);
+	ck_assert(memcmp(got, "{\"a\":1}\n{\"b\":2}\n", 16) == 0);
+	/* credentials never go in */
+	ck_assert_uint_eq(walk(a, "workspace/.env"), UINT32_MAX);
+	/* the manifest is read back by libzip too, and has hashes */
+	n = read_libzip(file, "manifest.json", got, sizeof(got));
+	got[n] = '\0';
+	ck_assert(strstr(got, "\"xxh3_128\"") != NULL);
+	ck_assert(strstr(got, "\"scan_rules\"") != NULL);
+	ck_assert_int_eq(
+		ckpt_archive_stat(a, walk(a, "workspace/src/big.txt"), &st), 0);
+	ck_assert_uint_eq(st.size, sizeof(big));
+	ckpt_archive_unref(a);
+}
+END_TEST
+
+START_TEST(incremental)
+{
+	struct ckpt_save_opts o;
+	struct ckpt_save_result res;
+	struct ckpt_archive *a, *b;
+	char tiers[3][160], name[64], got[64];
+
+	for (int i = 0; i < 50; i++) {
+		snprintf(name, sizeof(name), "workspace/f%02d.txt", i);
+		put(name, name, strlen(name));
+	}
+	opts(&o, tiers);
+	ck_assert_int_eq(ckpt_save(sfd, "a.ckpt", &o, &res, NULL), 0);
+	ck_assert_int_eq(ckpt_archive_open(sfd, "a.ckpt", &lim, 0, &a, NULL),
+			 0);
+	/* change 3 files (a new size, so the change is visible even within
+	 * one mtime tick) */
+	put("workspace/f07.txt", "changed seven", 13);
+	put("workspace/f08.txt", "changed eight", 13);
+	put("workspace/f09.txt", "changed nine!", 13);
+	o.parent = a;
+	o.parent_name = "a";
+	ck_assert_int_eq(ckpt_save(sfd, "b.ckpt", &o, &res, NULL), 0);
+	ck_assert_uint_eq(res.files, 50);
+	ck_assert_uint_eq(res.copied, 47);
+	ck_assert_int_eq(ckpt_archive_open(sfd, "b.ckpt", &lim, 0, &b, NULL),
+			 0);
+	ck_assert_str_eq(ckpt_archive_parent(b), "a");
+	ck_assert_uint_eq(read_core(b, "workspace/f08.txt", got, sizeof(got)),
+			  13);
+	ck_assert(memcmp(got, "changed eight", 13) == 0);
+	ck_assert_uint_eq(read_core(b, "workspace/f42.txt", got, sizeof(got)),
+			  17);
+	ck_assert(memcmp(got, "workspace/f42.txt", 17) == 0);
+	ckpt_archive_unref(a);
+	ckpt_archive_unref(b);
+}
+END_TEST
+
+START_TEST(refusals_leave_nothing)
+{
+	struct ckpt_save_opts o;
+	struct ckpt_err err = {0};
+	char tiers[3][160], key[64];
+	int count = 0;
+	DIR *d;
+
+	/* Built from parts, so no key-shaped literal is in the source. */
+	snprintf(key, sizeof(key), "AK%s%s", "IA", "QWERTYUIOPASDFGH");
+	put("workspace/config.py", key, strlen(key));
+	opts(&o, tiers);
+	ck_assert_int_eq(ckpt_save(sfd, "s.ckpt", &o, NULL, &err), -EPERM);
+	ck_assert_str_eq(err.rule, "aws-access-key-id");
+	ck_assert_str_eq(err.path, "workspace/config.py");
+	ck_assert_uint_eq(err.line, 1);
+	ck_assert(strstr(err.msg, key) == NULL);
+	ck_assert_uint_eq(strlen(err.fingerprint), 16);
+	d = opendir(store);
+	for (struct dirent *de; (de = readdir(d));)
+		count += de->d_name[0] != '.' || strlen(de->d_name) > 2;
+	closedir(d);
+	ck_assert_int_eq(count, 0);
+	/* a taken name */
+	put("workspace/config.py", "ok", 2);
+	ck_assert_int_eq(ckpt_save(sfd, "s.ckpt", &o, NULL, &err), 0);
+	ck_assert_int_eq(ckpt_save(sfd, "s.ckpt", &o, NULL, &err), -EEXIST);
+}
+END_TEST
+
+START_TEST(cleanup)
+{
+	char path[256];
+	int fd;
+
+	/* a leftover of a writer that is gone (pid 1 is alive: kept) */
+	snprintf(path, sizeof(path), "%s/.x.ckpt.tmp-999999999-0", store);
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	close(fd);
+	snprintf(path, sizeof(path), "%s/.y.ckpt.tmp-1-0", store);
+	fd = open(path, O_CREAT | O_WRONLY, 0644);
+	close(fd);
+	ck_assert_int_eq(ckpt_save_cleanup(sfd), 1);
+	ck_assert_int_eq(access(path, F_OK), 0);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("save");
+	TCase *tc = tcase_create("core");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, round_trip);
+	tcase_add_test(tc, incremental);
+	tcase_add_test(tc, refusals_leave_nothing);
+	tcase_add_test(tc, cleanup);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
