@@ -380,4 +380,28 @@ int ckpt_save(int dirfd, const char *file, const struct ckpt_save_opts *o,
  * files whose writer is no longer running.  Returns how many. */
 int ckpt_save_cleanup(int dirfd);
 
+/* ---- the live run (live.c): current/ ---------------------------------- */
+
+/* What a save of the sources in o would capture now, by archive path
+ * ("", "workspace", "workspace/src/a.c"): -ENOENT for what a save leaves
+ * out.  Nothing is cached; every call looks at the source again. */
+int ckpt_live_stat(const struct ckpt_save_opts *o, const char *path,
+		   struct ckpt_stat *st);
+/* Calls fn for every name in directory path that a save would take. */
+int ckpt_live_list(const struct ckpt_save_opts *o, const char *path,
+		   int (*fn)(void *ctx, const char *name), void *ctx);
+ssize_t ckpt_live_readlink(const struct ckpt_save_opts *o, const char *path,
+			   char *buf, size_t size);
+
+struct ckpt_live_file; /* an open file of the live run */
+
+/* Opens a file; it is scanned first, and -EPERM (err says where, never
+ * what) when a save would refuse it.  o must outlive the file. */
+int ckpt_live_open(const struct ckpt_save_opts *o, const char *path,
+		   struct ckpt_live_file **out, struct ckpt_err *err);
+/* Reads, scanning the bytes returned and their surroundings again. */
+ssize_t ckpt_live_pread(struct ckpt_live_file *f, void *buf, size_t size,
+			uint64_t off, struct ckpt_err *err);
+void ckpt_live_close(struct ckpt_live_file *f); /* NULL is a no-op */
+
 #endif

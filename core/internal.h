@@ -167,6 +167,29 @@ uint64_t zipw_offset(const struct zipw *w);
 /* The first error (a negative errno), or 0. */
 int zipw_error(const struct zipw *w);
 
+/* ---- save.c: what a save takes, shared with the live view ------------- */
+
+enum {
+	PICK_TAKE,
+	PICK_DESCEND,
+	PICK_SKIP,
+	PICK_REPORT
+};
+
+/* Decides one name of the source, exactly as a save does: the selection,
+ * then the policy (symlinks judged through the real tree).  path is the
+ * archive path ("workspace/a"), src the file on disk, st its lstat.
+ * Returns PICK_TAKE, PICK_DESCEND (a directory only walked through),
+ * PICK_SKIP, or PICK_REPORT (left out, and worth telling: an escaping
+ * link, a special file).  Symlink targets are read into target. */
+int source_pick(const struct ckpt_save_opts *o, enum ckpt_tier tier,
+		const char *path, const char *src, const struct stat *st,
+		char *target, size_t tsize, enum ckpt_type *type);
+/* A session transcript (session/...jsonl) is stored up to its last
+ * complete line: the length up to and including the last newline. */
+bool is_transcript(const char *path);
+uint64_t whole_lines(int fd, uint64_t size);
+
 /* ---- manifest.c ------------------------------------------------------- */
 
 struct mentry {

@@ -110,16 +110,12 @@ static void skipped(struct save *sv, const char *path)
 			    sizeof(sv->res->skipped_sample));
 }
 
-/* Returns 1 to descend into a directory without recording it, 0 when
- * recorded (directories: and descend), 2 when left out. */
-static int consider(struct save *sv, enum ckpt_tier tier, const char *path,
-		    const char *src, const struct stat *st)
+int source_pick(const struct ckpt_save_opts *o, enum ckpt_tier tier,
+		const char *path, const char *src, const struct stat *st,
+		char *target, size_t tsize, enum ckpt_type *type)
 {
-	const struct ckpt_save_opts *o = sv->o;
 	struct ckpt_policy_entry pe = {path, strlen(path), CKPT_FILE, NULL, 0};
 	struct ckpt_resolver r = {disk_lookup, (void *)o};
-	char target[4096];
-	struct sentry *e;
 	bool is_dir = S_ISDIR(st->st_mode), descend_only = false;
 
 	if (S_ISDIR(st->st_mode))
@@ -128,13 +124,14 @@ static int consider(struct save *sv, enum ckpt_tier tier, const char *path,
 		pe.type = CKPT_SYMLINK;
 	else if (!S_ISREG(st->st_mode))
 		pe.type = CKPT_SPECIAL;
+	*type = pe.type;
 	/* The tier root itself is always recorded. */
 	if (o->select && strchr(path, '/')) {
 		const char *rel = strchr(path, '/') + 1;
 		switch (ckpt_select_pick(o->select, tier, rel, is_dir, has_file,
 					 (void *)src)) {
 		case CKPT_PICK_SKIP:
-			return 2;
+			return PICK_SKIP;
 		case CKPT_PICK_DESCEND:
 			descend_only = true;
 			break;
@@ -143,21 +140,40 @@ static int consider(struct save *sv, enum ckpt_tier tier, const char *path,
 		}
 	}
 	if (pe.type == CKPT_SYMLINK) {
-		ssize_t tl = readlink(src, target, sizeof(target) - 1);
+		ssize_t tl = readlink(src, target, tsize - 1);
 		if (tl < 0)
-			return 2; /* vanished */
+			return PICK_SKIP; /* vanished */
 		target[tl] = '\0';
 		pe.target = target;
 		pe.target_len = (size_t)tl;
 	}
-	if (ckpt_policy_check(o->policy_flags, &pe, &r, NULL) < 0) {
+	if (ckpt_policy_check(o->policy_flags, &pe, &r, NULL) < 0)
+		return pe.type == CKPT_SYMLINK || pe.type == CKPT_SPECIAL
+			       ? PICK_REPORT
+			       : PICK_SKIP;
+	return descend_only ? PICK_DESCEND : PICK_TAKE;
+}
+
+/* Returns 1 to descend into a directory without recording it, 0 when
+ * recorded (directories: and descend), 2 when left out. */
+static int consider(struct save *sv, enum ckpt_tier tier, const char *path,
+		    const char *src, const struct stat *st)
+{
+	char target[4096];
+	struct sentry *e;
+	enum ckpt_type type;
+	int pick = source_pick(sv->o, tier, path, src, st, target,
+			       sizeof(target), &type);
+
+	if (pick == PICK_REPORT) {
 		/* Credentials leave no trace; what a user may wonder about
 		 * (an escaping link, a FIFO) is reported. */
-		if (pe.type == CKPT_SYMLINK || pe.type == CKPT_SPECIAL)
-			skipped(sv, path);
+		skipped(sv, path);
 		return 2;
 	}
-	if (descend_only)
+	if (pick == PICK_SKIP)
+		return 2;
+	if (pick == PICK_DESCEND)
 		return 1;
 	if (sv->n == sv->cap) {
 		size_t cap = sv->cap ? sv->cap * 2 : 256;
@@ -171,15 +187,15 @@ static int consider(struct save *sv, enum ckpt_tier tier, const char *path,
 	memset(e, 0, sizeof(*e));
 	e->path = strdup(path);
 	e->src = strdup(src);
-	e->target = pe.type == CKPT_SYMLINK ? strdup(target) : NULL;
-	if (!e->path || !e->src || (pe.type == CKPT_SYMLINK && !e->target)) {
+	e->target = type == CKPT_SYMLINK ? strdup(target) : NULL;
+	if (!e->path || !e->src || (type == CKPT_SYMLINK && !e->target)) {
 		free(e->path);
 		free(e->src);
 		free(e->target);
 		return -ENOMEM;
 	}
 	sv->n++;
-	e->type = pe.type;
+	e->type = type;
 	e->tier = tier;
 	e->mode = st->st_mode & 0777; /* never setuid, setgid or sticky */
 	e->size = S_ISREG(st->st_mode) ? (uint64_t)st->st_size : 0;
@@ -336,7 +352,7 @@ static int read_some(int fd, uint8_t *buf, size_t want, size_t *got)
 /* A transcript being appended to ends mid-line; only whole lines are
  * stored, so a resumed conversation starts at its last complete message.
  * Returns the length up to and including the last newline. */
-static uint64_t whole_lines(int fd, uint64_t size)
+uint64_t whole_lines(int fd, uint64_t size)
 {
 	uint8_t buf[4096];
 	uint64_t end = size;
@@ -354,12 +370,12 @@ static uint64_t whole_lines(int fd, uint64_t size)
 	return 0;
 }
 
-static bool is_jsonl(const struct sentry *e)
+bool is_transcript(const char *path)
 {
-	size_t n = strlen(e->path);
+	size_t n = strlen(path);
 
-	return e->tier == CKPT_TIER_SESSION && n > 6 &&
-	       strcmp(e->path + n - 6, ".jsonl") == 0;
+	return strncmp(path, "session/", 8) == 0 && n > 6 &&
+	       strcmp(path + n - 6, ".jsonl") == 0;
 }
 
 static int secret(struct save *sv, const struct sentry *e,
@@ -436,7 +452,7 @@ static int write_file(struct save *sv, struct sentry *e)
 					      strlen(e->path),
 					      "cannot read: %s", strerror(-rc));
 	}
-	if (is_jsonl(e))
+	if (is_transcript(e->path))
 		limit = whole_lines(fd, (uint64_t)st.st_size);
 	ckpt_scan_reset(sv->scan);
 	XXH3_128bits_reset(sv->xs);

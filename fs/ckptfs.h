@@ -19,11 +19,26 @@ enum {
 	INO_CONTROL, /* .ckptfs */
 	INO_STATUS,
 	INO_LATEST,
-	INO_ERRORS, /* .ckptfs/errors */
+	INO_ERRORS,  /* .ckptfs/errors */
+	INO_CURRENT, /* current/: the live run as a save would take it */
 	/* errors/NAME files: INO_ERROR_BASE + their slot (see
 	 * ckpt_store_error), below 2^32 like every fixed entry */
 	INO_ERROR_BASE = 1u << 16,
 	INO_ERROR_END = 1u << 20,
+};
+
+/* Nodeids of current/ carry this bit: archive nodeids are (instance id
+ * << 32 | node) with instance ids far below 2^30. */
+#define LIVE_BIT (1ull << 62)
+
+struct live_node;
+
+struct ckptfs_live {
+	pthread_mutex_t lock;
+	struct live_node **nodes; /* by id - 1; NULL once forgotten */
+	size_t n, cap;
+	uint32_t *hash; /* open addressing on the path: id, 0 empty */
+	size_t hcap;
 };
 
 struct ckptfs {
@@ -35,6 +50,7 @@ struct ckptfs {
 	double timeout; /* seconds the kernel may cache immutable content */
 
 	/* Saving: possible when a source was given and not -o ro. */
+	bool has_source;
 	bool can_save;
 	bool ro;
 	struct ckpt_save_opts save; /* sources, selection, allowed secrets */
@@ -42,6 +58,8 @@ struct ckptfs {
 	uid_t agent_uid; /* mkdir by this uid makes agent checkpoints */
 	unsigned every;	 /* seconds between automatic checkpoints, or 0 */
 	unsigned keep;	 /* automatic checkpoints kept, or 0 for all */
+
+	struct ckptfs_live live; /* live.c: nodeids of current/ */
 
 	/* watch.c */
 	pthread_t watcher, ticker;
@@ -59,6 +77,14 @@ void ckptfs_watch_stop(struct ckptfs *fs);
  * have changed.  Request handlers use this instead of notifying the
  * kernel themselves, which could deadlock on the directory they hold. */
 void ckptfs_watch_kick(struct ckptfs *fs);
+
+/* current/ has no stable node numbers: each path the kernel holds gets a
+ * nodeid until the kernel forgets it.  live_ino() counts one lookup. */
+fuse_ino_t live_ino(struct ckptfs *fs, const char *path);
+/* Copies the path of a live nodeid; -ESTALE once forgotten. */
+int live_path(struct ckptfs *fs, fuse_ino_t ino, char *buf, size_t size);
+void live_forget(struct ckptfs *fs, fuse_ino_t ino, uint64_t n);
+void live_free(struct ckptfs *fs);
 
 /* Logs an error object: "what: reason (rule, path)". */
 void ckptfs_log_err(enum fuse_log_level level, const char *what,

@@ -282,6 +282,7 @@ static int setup_save(struct options *o, struct ckptfs *fs)
 	fs->every = o->every;
 	fs->keep = o->keep;
 	fs->ro = o->ro;
+	fs->has_source = any;
 	fs->can_save = any && !o->ro;
 	return 0;
 }
@@ -314,7 +315,10 @@ int main(int argc, char **argv)
 	struct options o = {.timeout = 86400};
 	struct fuse_cmdline_opts cmd = {0};
 	struct ckpt_store_opts so = {.opened = on_open};
-	struct ckptfs fs = {.inotify_fd = -1, .stop_fd = -1, .kick_fd = -1};
+	struct ckptfs fs = {.inotify_fd = -1,
+			    .stop_fd = -1,
+			    .kick_fd = -1,
+			    .live = {.lock = PTHREAD_MUTEX_INITIALIZER}};
 	struct ckpt_err err = {0};
 	char store[PATH_MAX], fsname[PATH_MAX + 32];
 	struct timespec now;
@@ -434,6 +438,7 @@ out_store:
 	ckpt_store_close(fs.store);
 out_save:
 	free_save(&fs);
+	live_free(&fs);
 out_args:
 	free(cmd.mountpoint);
 	free(o.store);

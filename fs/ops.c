@@ -41,10 +41,25 @@ static fuse_ino_t nodeid(const struct ckpt_archive *a, uint32_t node)
 static int resolve(struct ckptfs *fs, fuse_ino_t ino, struct ckpt_archive **a,
 		   uint32_t *node)
 {
-	if (ino >> 32 == 0)
+	if (ino >> 32 == 0 || (ino & LIVE_BIT))
 		return -ENOENT;
 	*node = (uint32_t)ino;
 	return ckpt_store_get_id(fs->store, (uint32_t)(ino >> 32), a);
+}
+
+static bool is_live(fuse_ino_t ino)
+{
+	return (ino & LIVE_BIT) != 0;
+}
+
+/* The archive path of a current/ directory or file ("" for current/). */
+static int live_of(struct ckptfs *fs, fuse_ino_t ino, char *buf, size_t size)
+{
+	if (ino == INO_CURRENT) {
+		buf[0] = '\0';
+		return 0;
+	}
+	return is_live(ino) ? live_path(fs, ino, buf, size) : -ENOENT;
 }
 
 static void set_time(struct stat *st, int64_t ns)
@@ -79,6 +94,26 @@ static void fixed_attr(struct ckptfs *fs, fuse_ino_t ino, struct stat *st,
 	set_time(st, fs->mount_ns);
 }
 
+static void to_stat(struct ckptfs *fs, const struct ckpt_stat *cs,
+		    struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = cs->mode;
+	if (cs->type == CKPT_DIR)
+		st->st_mode |= S_IFDIR;
+	else if (cs->type == CKPT_SYMLINK)
+		st->st_mode |= S_IFLNK;
+	else
+		st->st_mode |= S_IFREG;
+	st->st_nlink = cs->nlink;
+	st->st_uid = fs->uid;
+	st->st_gid = fs->gid;
+	st->st_size = (off_t)cs->size;
+	st->st_blocks = (blkcnt_t)((cs->size + 511) / 512);
+	st->st_blksize = 4096;
+	set_time(st, cs->mtime_ns);
+}
+
 static int archive_attr(struct ckptfs *fs, const struct ckpt_archive *a,
 			uint32_t node, struct stat *st)
 {
@@ -87,19 +122,10 @@ static int archive_attr(struct ckptfs *fs, const struct ckpt_archive *a,
 
 	if (rc < 0)
 		return rc;
-	memset(st, 0, sizeof(*st));
+	to_stat(fs, &cs, st);
 	st->st_ino = (ino_t)ckpt_archive_key(a) << 32 | node;
-	st->st_mode = cs.mode | (cs.type == CKPT_DIR	   ? S_IFDIR
-				 : cs.type == CKPT_SYMLINK ? S_IFLNK
-							   : S_IFREG);
-	st->st_nlink = cs.nlink;
-	st->st_uid = fs->uid;
-	st->st_gid = fs->gid;
-	st->st_size = (off_t)cs.size;
-	st->st_blocks = (blkcnt_t)((cs.size + 511) / 512);
-	st->st_blksize = 4096;
-	set_time(st, node == CKPT_NODE_ROOT ? ckpt_archive_created_ns(a)
-					    : cs.mtime_ns);
+	if (node == CKPT_NODE_ROOT)
+		set_time(st, ckpt_archive_created_ns(a));
 	return 0;
 }
 
@@ -147,6 +173,18 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 	char buf[300];
 	int rc;
 
+	if (is_live(ino)) {
+		struct ckpt_stat cs;
+		char path[4096];
+		rc = live_of(fs, ino, path, sizeof(path));
+		if (rc == 0)
+			rc = ckpt_live_stat(&fs->save, path, &cs);
+		if (rc == 0) {
+			to_stat(fs, &cs, st);
+			st->st_ino = ino;
+		}
+		return rc;
+	}
 	if (is_error_ino(ino)) {
 		char *text;
 		size_t len;
@@ -171,6 +209,7 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 	case INO_ROOT:
 	case INO_CONTROL:
 	case INO_ERRORS:
+	case INO_CURRENT:
 		fixed_attr(fs, ino, st, 0);
 		return 0;
 	case INO_STATUS: {
@@ -196,12 +235,18 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 	return rc;
 }
 
+static double entry_timeout(struct ckptfs *fs, fuse_ino_t ino);
+
 /* Fixed entries that change (status, latest) must not be cached. */
 static double attr_timeout(struct ckptfs *fs, fuse_ino_t ino)
 {
 	if (ino == INO_STATUS || ino == INO_LATEST || ino == INO_SNAPSHOTS ||
 	    ino == INO_ERRORS || is_error_ino(ino))
 		return 0;
+	/* The live run changes under us: a second is what a user who just
+	 * saved a file will tolerate. */
+	if (ino == INO_CURRENT || is_live(ino))
+		return 1;
 	return fs->timeout;
 }
 
@@ -217,7 +262,44 @@ static void reply_entry(fuse_req_t req, fuse_ino_t ino)
 	}
 	e.ino = ino;
 	e.attr_timeout = attr_timeout(fs, ino);
-	e.entry_timeout = ino == INO_LATEST ? 0 : fs->timeout;
+	e.entry_timeout = entry_timeout(fs, ino);
+	fuse_reply_entry(req, &e);
+}
+
+/* The path of name under a current/ directory. */
+static int live_child(struct ckptfs *fs, fuse_ino_t parent, const char *name,
+		      char *out, size_t size)
+{
+	char path[4096];
+	int rc = live_of(fs, parent, path, sizeof(path));
+
+	if (rc == 0 && (size_t)snprintf(out, size, "%s%s%s", path,
+					path[0] ? "/" : "", name) >= size)
+		rc = -ENAMETOOLONG;
+	return rc;
+}
+
+static void lookup_live(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct ckptfs *fs = fs_of(req);
+	struct fuse_entry_param e = {.attr_timeout = 1, .entry_timeout = 1};
+	struct ckpt_stat cs;
+	char child[4096];
+	int rc = live_child(fs, parent, name, child, sizeof(child));
+
+	if (rc == 0)
+		rc = ckpt_live_stat(&fs->save, child, &cs);
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	e.ino = live_ino(fs, child);
+	if (!e.ino) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	to_stat(fs, &cs, &e.attr);
+	e.attr.st_ino = e.ino;
 	fuse_reply_entry(req, &e);
 }
 
@@ -237,6 +319,8 @@ static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
 			return reply_entry(req, INO_CONTROL);
 		if (strcmp(name, LATEST) == 0)
 			return reply_entry(req, INO_LATEST);
+		if (strcmp(name, "current") == 0 && fs->has_source)
+			return reply_entry(req, INO_CURRENT);
 		fuse_reply_err(req, ENOENT);
 		return;
 	case INO_CONTROL:
@@ -274,6 +358,10 @@ static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
 		ckpt_archive_unref(a);
 		return;
 	}
+	if (parent == INO_CURRENT || is_live(parent)) {
+		lookup_live(req, parent, name);
+		return;
+	}
 	rc = resolve(fs, parent, &a, &dir);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -291,6 +379,13 @@ static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
 		reply_entry(req, nodeid(a, node));
 	}
 	ckpt_archive_unref(a);
+}
+
+static double entry_timeout(struct ckptfs *fs, fuse_ino_t ino)
+{
+	if (ino == INO_LATEST)
+		return 0;
+	return ino == INO_CURRENT || is_live(ino) ? 1 : fs->timeout;
 }
 
 static void ckptfs_op_getattr(fuse_req_t req, fuse_ino_t ino,
@@ -317,6 +412,12 @@ static void ckptfs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 	if (ino == INO_LATEST) {
 		rc = latest_target(fs, buf, sizeof(buf));
+	} else if (is_live(ino)) {
+		char path[4096];
+		rc = live_of(fs, ino, path, sizeof(path));
+		if (rc == 0)
+			rc = ckpt_live_readlink(&fs->save, path, buf,
+						sizeof(buf));
 	} else {
 		rc = resolve(fs, ino, &a, &node);
 		if (rc == 0) {
@@ -340,7 +441,7 @@ static void ckptfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 	uint32_t node;
 	int rc;
 
-	if (ino >> 32) {
+	if (ino >> 32 && !is_live(ino)) {
 		/* The handle pins the archive: a listing in progress keeps
 		 * the content it started on. */
 		rc = resolve(fs, ino, &a, &node);
@@ -376,7 +477,7 @@ static bool add_entry(fuse_req_t req, char *buf, size_t size, size_t *pos,
 	if (plus) {
 		e.ino = ino;
 		e.attr_timeout = attr_timeout(fs, ino);
-		e.entry_timeout = ino == INO_LATEST ? 0 : fs->timeout;
+		e.entry_timeout = entry_timeout(fs, ino);
 		n = fuse_add_direntry_plus(req, buf + *pos, size - *pos, name,
 					   &e, next);
 	} else {
@@ -395,7 +496,9 @@ static fuse_ino_t parent_ino(struct ckpt_archive *a, fuse_ino_t ino)
 	uint32_t node = (uint32_t)ino;
 
 	if (!a)
-		return ino == INO_ERRORS ? INO_CONTROL : INO_ROOT;
+		return ino == INO_ERRORS ? INO_CONTROL
+		       : is_live(ino)	 ? INO_CURRENT
+					 : INO_ROOT;
 	if (node == CKPT_NODE_ROOT)
 		return INO_SNAPSHOTS;
 	return nodeid(a, ckpt_archive_parent_of(a, node));
@@ -403,6 +506,60 @@ static fuse_ino_t parent_ino(struct ckpt_archive *a, fuse_ino_t ino)
 
 /* Offsets: 0 and 1 are "." and ".."; the i-th entry after them is at
  * i + 2 and names the offset i + 3 as the next one. */
+struct live_listing {
+	fuse_req_t req;
+	fuse_ino_t dir;
+	char *buf;
+	size_t size, *pos;
+	off_t skip, at;
+	bool plus;
+};
+
+static int list_live_one(void *ctx, const char *name)
+{
+	struct live_listing *l = ctx;
+	struct ckptfs *fs = fs_of(l->req);
+	char child[4096];
+	fuse_ino_t ino = LIVE_BIT; /* plain readdir: no lookup is counted */
+
+	if (l->at++ < l->skip)
+		return 0;
+	if (live_child(fs, l->dir, name, child, sizeof(child)) < 0)
+		return 0;
+	if (l->plus && !(ino = live_ino(fs, child)))
+		return -ENOMEM;
+	if (!l->plus) {
+		struct ckpt_stat cs;
+		struct stat st;
+		size_t n;
+		if (ckpt_live_stat(&fs->save, child, &cs) < 0)
+			return 0;
+		to_stat(fs, &cs, &st);
+		n = fuse_add_direntry(l->req, l->buf + *l->pos,
+				      l->size - *l->pos, name, &st, l->at + 2);
+		if (n > l->size - *l->pos)
+			return 1;
+		*l->pos += n;
+		return 0;
+	}
+	if (!add_entry(l->req, l->buf, l->size, l->pos, true, name, ino,
+		       l->at + 2)) {
+		live_forget(fs, ino, 1); /* not sent: not looked up */
+		return 1;
+	}
+	return 0;
+}
+
+static void list_live(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
+		      size_t *pos, off_t off, bool plus)
+{
+	struct live_listing l = {req, ino, buf, size, pos, off, 0, plus};
+	char path[4096];
+
+	if (live_of(fs_of(req), ino, path, sizeof(path)) == 0)
+		ckpt_live_list(&fs_of(req)->save, path, list_live_one, &l);
+}
+
 static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 		       size_t *pos, off_t off, bool plus)
 {
@@ -412,13 +569,15 @@ static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 
 	if (ino == INO_ROOT) {
 		static const char *const names[] = {"snapshots", ".ckptfs",
-						    LATEST};
+						    LATEST, "current"};
 		static const fuse_ino_t inos[] = {INO_SNAPSHOTS, INO_CONTROL,
-						  INO_LATEST};
-		for (off_t i = off; i < 3; i++) {
+						  INO_LATEST, INO_CURRENT};
+		for (off_t i = off; i < 4; i++) {
 			if (inos[i] == INO_LATEST &&
 			    latest_target(fs, tmp, sizeof(tmp)) < 0)
 				continue; /* an empty store has no latest */
+			if (inos[i] == INO_CURRENT && !fs->has_source)
+				continue;
 			if (!add_entry(req, buf, size, pos, plus, names[i],
 				       inos[i], i + 3))
 				return;
@@ -479,7 +638,9 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 	    !add_entry(req, buf, size, &pos, plus, "..", parent_ino(a, ino), 2))
 		goto out;
 	off = off < 2 ? 0 : off - 2;
-	if (!a) {
+	if (!a && (ino == INO_CURRENT || is_live(ino))) {
+		list_live(req, ino, buf, size, &pos, off, plus);
+	} else if (!a) {
 		list_fixed(req, ino, buf, size, &pos, off, plus);
 	} else {
 		uint32_t dir = (uint32_t)ino, node;
@@ -549,6 +710,24 @@ static void ckptfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_open(req, fi);
 		return;
 	}
+	if (is_live(ino)) {
+		struct ckpt_live_file *f;
+		char path[4096];
+		rc = live_of(fs, ino, path, sizeof(path));
+		if (rc == 0)
+			rc = ckpt_live_open(&fs->save, path, &f, &err);
+		if (rc < 0) {
+			if (err.msg[0])
+				ckptfs_log_err(FUSE_LOG_WARNING, "current/",
+					       &err);
+			fuse_reply_err(req, -rc);
+			return;
+		}
+		fi->fh = (uintptr_t)f;
+		fi->direct_io = 1; /* live content: no page cache */
+		fuse_reply_open(req, fi);
+		return;
+	}
 	rc = resolve(fs, ino, &a, &node);
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -587,6 +766,9 @@ static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 		size_t o = (size_t)off < t->len ? (size_t)off : t->len;
 		n = (ssize_t)(size < t->len - o ? size : t->len - o);
 		memcpy(buf, t->buf + o, (size_t)n);
+	} else if (is_live(ino)) {
+		n = ckpt_live_pread((struct ckpt_live_file *)(uintptr_t)fi->fh,
+				    buf, size, (uint64_t)off, &err);
 	} else {
 		n = ckpt_reader_pread((struct ckpt_reader *)(uintptr_t)fi->fh,
 				      buf, size, (uint64_t)off, &err);
@@ -607,6 +789,8 @@ static void ckptfs_op_release(fuse_req_t req, fuse_ino_t ino,
 		struct text *t = (struct text *)(uintptr_t)fi->fh;
 		free(t->buf);
 		free(t);
+	} else if (is_live(ino)) {
+		ckpt_live_close((struct ckpt_live_file *)(uintptr_t)fi->fh);
 	} else {
 		ckpt_reader_close((struct ckpt_reader *)(uintptr_t)fi->fh);
 	}
@@ -696,7 +880,7 @@ static void ckptfs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
  * directory in snapshots/, EPERM. */
 static int refuse(fuse_ino_t parent)
 {
-	return parent >> 32 ? EROFS : EPERM;
+	return parent >> 32 || parent == INO_CURRENT ? EROFS : EPERM;
 }
 
 static bool by_agent(struct ckptfs *fs, fuse_req_t req)
@@ -893,6 +1077,24 @@ static void ckptfs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
+/* Only current/ counts lookups; checkpoint nodeids are stateless. */
+static void ckptfs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
+{
+	if (is_live(ino))
+		live_forget(fs_of(req), ino, n);
+	fuse_reply_none(req);
+}
+
+static void ckptfs_op_forget_multi(fuse_req_t req, size_t count,
+				   struct fuse_forget_data *forgets)
+{
+	for (size_t i = 0; i < count; i++)
+		if (is_live(forgets[i].ino))
+			live_forget(fs_of(req), forgets[i].ino,
+				    forgets[i].nlookup);
+	fuse_reply_none(req);
+}
+
 static void ckptfs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
 	(void)userdata;
@@ -905,6 +1107,8 @@ static void ckptfs_op_init(void *userdata, struct fuse_conn_info *conn)
 const struct fuse_lowlevel_ops ckptfs_ops = {
 	.init = ckptfs_op_init,
 	.lookup = ckptfs_op_lookup,
+	.forget = ckptfs_op_forget,
+	.forget_multi = ckptfs_op_forget_multi,
 	.getattr = ckptfs_op_getattr,
 	.readlink = ckptfs_op_readlink,
 	.opendir = ckptfs_op_opendir,
