@@ -456,7 +456,9 @@ static int write_file(struct save *sv, struct sentry *e)
 		limit = whole_lines(fd, (uint64_t)st.st_size);
 	ckpt_scan_reset(sv->scan);
 	XXH3_128bits_reset(sv->xs);
-	while (done < limit) {
+	/* At least one pass, even for nothing to read: the first pass
+	 * writes the entry's header. */
+	for (;;) {
 		size_t want =
 			limit - done < CHUNK ? (size_t)(limit - done) : CHUNK;
 		rc = read_some(fd, sv->in, want, &got);
@@ -496,8 +498,8 @@ static int write_file(struct save *sv, struct sentry *e)
 		}
 		if (sv->o->progress)
 			atomic_fetch_add(&sv->o->progress->bytes_done, got);
-		if (got < want)
-			break; /* end of file (it may have shrunk) */
+		if (got < want || done >= limit)
+			break; /* end of file (it may have shrunk), or limit */
 	}
 	if (ckpt_scan_finish(sv->scan, &f) == 1) {
 		rc = secret(sv, e, &f);

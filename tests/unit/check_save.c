@@ -146,6 +146,8 @@ START_TEST(round_trip)
 	put("workspace/img.png", png, sizeof(png) - 1);
 	put("workspace/.env", "KEY=x\n", 6);
 	put("session/projects/p/t.jsonl", "{\"a\":1}\n{\"b\":2}\n{\"c\":", 20);
+	/* a transcript without one complete line is stored empty */
+	put("session/projects/p/u.jsonl", "{\"partial", 10);
 	opts(&o, tiers);
 	ck_assert_int_eq(ckpt_save(sfd, "t.ckpt", &o, &res, &err), 0);
 	ck_assert_uint_eq(res.copied, 0);
@@ -168,6 +170,9 @@ START_TEST(round_trip)
 	n = read_core(a, "session/projects/p/t.jsonl", got, sizeof(got));
 	ck_assert_uint_eq(n, 16);
 	ck_assert(memcmp(got, "{\"a\":1}\n{\"b\":2}\n", 16) == 0);
+	ck_assert_uint_eq(read_core(a, "session/projects/p/u.jsonl", got,
+				    sizeof(got)),
+			  0);
 	/* credentials never go in */
 	ck_assert_uint_eq(walk(a, "workspace/.env"), UINT32_MAX);
 	/* the manifest is read back by libzip too, and has hashes */
