@@ -226,7 +226,9 @@ int ckpt_store_open(const char *dir, const struct ckpt_store_opts *opts,
 void ckpt_store_close(struct ckpt_store *s); /* NULL is a no-op */
 
 /* Rescans the directory.  For every checkpoint that appeared, disappeared
- * or was replaced, calls changed(ctx, name).  Thread-safe. */
+ * or was replaced, calls changed(ctx, name); with changed NULL the names
+ * are kept and given to the next refresh that has a callback, so no change
+ * goes unreported.  Thread-safe. */
 int ckpt_store_refresh(struct ckpt_store *s,
 		       void (*changed)(void *ctx, const char *name), void *ctx);
 

@@ -53,6 +53,11 @@ struct ckpt_store {
 	size_t ninst, live;
 	uint32_t next_id;
 	struct journal *journal; /* saves, running and recent */
+	/* Names changed by a refresh that had nobody to tell (one made from
+	 * a request handler): reported by the next refresh that can.
+	 * Guarded by refresh. */
+	char **pending;
+	size_t npending;
 };
 
 static bool same_file(const struct stat *a, const struct stat *b)
@@ -169,6 +174,27 @@ static bool key_used(const struct slot *v, size_t n, uint32_t key)
 	return false;
 }
 
+static void report(struct ckpt_store *s,
+		   void (*changed)(void *ctx, const char *name), void *ctx,
+		   const char *name)
+{
+	char **p;
+
+	if (changed) {
+		changed(ctx, name);
+		return;
+	}
+	/* Bounded: past this, the kernel's timeouts cover what is lost. */
+	if (s->npending >= 4096)
+		return;
+	p = realloc(s->pending, (s->npending + 1) * sizeof(*p));
+	if (!p)
+		return;
+	s->pending = p;
+	if ((p[s->npending] = strdup(name)))
+		s->npending++;
+}
+
 int ckpt_store_refresh(struct ckpt_store *s,
 		       void (*changed)(void *ctx, const char *name), void *ctx)
 {
@@ -217,13 +243,21 @@ int ckpt_store_refresh(struct ckpt_store *s,
 	s->nslots = nn;
 	pthread_rwlock_unlock(&s->lock);
 
-	/* Callbacks and frees happen unlocked: a callback may call back in. */
-	for (size_t i = 0; i < nn && changed; i++)
+	/* Callbacks and frees happen unlocked: a callback may call back in.
+	 * Without a callback the names wait for the next refresh. */
+	for (size_t i = 0; i < s->npending && changed; i++)
+		changed(ctx, s->pending[i]);
+	if (changed) {
+		for (size_t i = 0; i < s->npending; i++)
+			free(s->pending[i]);
+		s->npending = 0;
+	}
+	for (size_t i = 0; i < nn; i++)
 		if (nv[i].changed)
-			changed(ctx, nv[i].name);
+			report(s, changed, ctx, nv[i].name);
 	for (size_t i = 0; i < no; i++) {
-		if (changed && !find(nv, nn, old[i].name))
-			changed(ctx, old[i].name);
+		if (!find(nv, nn, old[i].name))
+			report(s, changed, ctx, old[i].name);
 		slot_free(&old[i]);
 	}
 	free(old);
@@ -272,6 +306,9 @@ void ckpt_store_close(struct ckpt_store *s)
 	free(s->slots);
 	free(s->inst);
 	journal_free(s->journal);
+	for (size_t i = 0; i < s->npending; i++)
+		free(s->pending[i]);
+	free(s->pending);
 	close(s->dirfd);
 	pthread_rwlock_destroy(&s->lock);
 	pthread_mutex_destroy(&s->refresh);

@@ -87,10 +87,12 @@ static void *watch(void *arg)
 		if (r > 0 && p[0].revents)
 			break;
 		if (r > 0 && (p[1].revents & POLLIN)) {
-			/* A change the daemon made itself: the store is
-			 * already refreshed; only the kernel must forget. */
-			if (read(fs->kick_fd, &v, sizeof(v)) == sizeof(v))
+			/* A change the daemon made itself, refreshed
+			 * silently in the request: now tell the kernel. */
+			if (read(fs->kick_fd, &v, sizeof(v)) == sizeof(v)) {
+				refresh(fs);
 				forget_latest(fs);
+			}
 			continue;
 		}
 		if (r > 0 && (p[2].revents & POLLIN)) {
