@@ -276,7 +276,9 @@ struct ckpt_save_result; /* below */
 
 /* Saves the live source as checkpoint NAME in the store: NAME is checked
  * (-EINVAL, -ENAMETOOLONG), must be free (-EEXIST, also when a save of
- * that name is running), and the newest checkpoint is the parent.  On
+ * that name is running), and the newest checkpoint is the parent; its
+ * unchanged files are copied unread only when this store object wrote
+ * it (and so scanned it with the same rules and allow list).  On
  * success the store already lists it and STORE/checkpoint.json names it.
  * Every outcome is kept for the status file and, for refusals, as the
  * text of errors/NAME.  base gives the sources; its name, origin, parent
@@ -284,6 +286,11 @@ struct ckpt_save_result; /* below */
 int ckpt_store_save(struct ckpt_store *s, const char *name, const char *origin,
 		    const struct ckpt_save_opts *base,
 		    struct ckpt_save_result *res, struct ckpt_err *err);
+
+/* Records a refusal decided elsewhere (mkdir on a read-only mount) as the
+ * text of errors/NAME, like the store's own refusals. */
+void ckpt_store_note(struct ckpt_store *s, const char *name,
+		     const struct ckpt_err *why);
 
 /* Deletes or renames a checkpoint; by_agent applies the origin rule of
  * ckpt_policy_may_change().  Rename refuses a taken target (-EEXIST). */

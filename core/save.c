@@ -639,11 +639,15 @@ static char *manifest_text(struct save *sv, int64_t created)
 	else
 		cJSON_AddNullToObject(m, "parent");
 	run = run_metadata(o->run_json);
+	/* The backend that chose the session files is the one recorded,
+	 * whatever run.json says. */
 	if (o->backend) {
 		if (!run)
 			run = cJSON_CreateObject();
-		if (run && !cJSON_GetObjectItem(run, "backend"))
+		if (run) {
+			cJSON_DeleteItemFromObject(run, "backend");
 			cJSON_AddStringToObject(run, "backend", o->backend);
+		}
 	}
 	if (run)
 		cJSON_AddItemToObject(m, "run", run);
@@ -771,7 +775,9 @@ int ckpt_save(int dirfd, const char *file, const struct ckpt_save_opts *o,
 	int fd = -1, rc;
 
 	memset(sv.res, 0, sizeof(*sv.res));
-	if (strlen(file) > 200)
+	/* Names are checked by the caller; this only keeps the temporary
+	 * name ('.', file, ".tmp-PID-N") within NAME_MAX. */
+	if (strlen(file) > 220)
 		return ckpt_err_set(sv.err, -ENAMETOOLONG, "name", file,
 				    strlen(file), "name too long");
 	/* Never a checkpoint name (leading '.'), and unique to this
@@ -885,10 +891,15 @@ int ckpt_save_cleanup(int dirfd)
 	}
 	while ((de = readdir(d))) {
 		const char *tag = strstr(de->d_name, ".ckpt" TMP_TAG);
+		const char *ptr = strstr(de->d_name, ".json" TMP_TAG);
 		long pid;
 
+		/* Archives being written, and the pointer file's
+		 * temporaries (see checkpoint.json in store.c). */
+		if (!tag)
+			tag = ptr ? ptr : NULL;
 		if (de->d_name[0] != '.' || !tag ||
-		    sscanf(tag + strlen(".ckpt" TMP_TAG), "%ld-", &pid) != 1)
+		    sscanf(tag + strlen(".ckpt" TMP_TAG), "%ld", &pid) != 1)
 			continue;
 		/* A live process may still be writing it (another mount of
 		 * the same store). */

@@ -58,6 +58,15 @@ struct ckpt_store {
 	 * Guarded by refresh. */
 	char **pending;
 	size_t npending;
+	/* Files this daemon wrote, scanned with its rules and allow list:
+	 * the only parents whose bytes a save copies unread.  An archive
+	 * from elsewhere may claim anything in its manifest.  Guarded by
+	 * lock. */
+	struct {
+		dev_t dev;
+		ino_t ino;
+	} * written;
+	size_t nwritten;
 };
 
 static bool same_file(const struct stat *a, const struct stat *b)
@@ -174,16 +183,12 @@ static bool key_used(const struct slot *v, size_t n, uint32_t key)
 	return false;
 }
 
-static void report(struct ckpt_store *s,
-		   void (*changed)(void *ctx, const char *name), void *ctx,
-		   const char *name)
+/* Remembers a changed name for the next refresh that has a callback;
+ * caller holds s->refresh. */
+static void queue(struct ckpt_store *s, const char *name)
 {
 	char **p;
 
-	if (changed) {
-		changed(ctx, name);
-		return;
-	}
 	/* Bounded: past this, the kernel's timeouts cover what is lost. */
 	if (s->npending >= 4096)
 		return;
@@ -199,7 +204,8 @@ int ckpt_store_refresh(struct ckpt_store *s,
 		       void (*changed)(void *ctx, const char *name), void *ctx)
 {
 	struct slot *nv = NULL, *old;
-	size_t nn = 0, no;
+	char **todo = NULL;
+	size_t nn = 0, no, ntodo = 0;
 	int rc;
 
 	pthread_mutex_lock(&s->refresh);
@@ -243,25 +249,30 @@ int ckpt_store_refresh(struct ckpt_store *s,
 	s->nslots = nn;
 	pthread_rwlock_unlock(&s->lock);
 
-	/* Callbacks and frees happen unlocked: a callback may call back in.
-	 * Without a callback the names wait for the next refresh. */
-	for (size_t i = 0; i < s->npending && changed; i++)
-		changed(ctx, s->pending[i]);
-	if (changed) {
-		for (size_t i = 0; i < s->npending; i++)
-			free(s->pending[i]);
-		s->npending = 0;
-	}
+	/* Every change is queued; callbacks run after the refresh lock is
+	 * dropped: a callback that notifies the kernel can wait on a
+	 * request that is itself waiting to refresh (a mkdir). */
 	for (size_t i = 0; i < nn; i++)
 		if (nv[i].changed)
-			report(s, changed, ctx, nv[i].name);
+			queue(s, nv[i].name);
 	for (size_t i = 0; i < no; i++) {
 		if (!find(nv, nn, old[i].name))
-			report(s, changed, ctx, old[i].name);
+			queue(s, old[i].name);
 		slot_free(&old[i]);
 	}
 	free(old);
+	if (changed) {
+		todo = s->pending;
+		ntodo = s->npending;
+		s->pending = NULL;
+		s->npending = 0;
+	}
 	pthread_mutex_unlock(&s->refresh);
+	for (size_t i = 0; i < ntodo; i++) {
+		changed(ctx, todo[i]);
+		free(todo[i]);
+	}
+	free(todo);
 	return rc;
 }
 
@@ -309,6 +320,7 @@ void ckpt_store_close(struct ckpt_store *s)
 	for (size_t i = 0; i < s->npending; i++)
 		free(s->pending[i]);
 	free(s->pending);
+	free(s->written);
 	close(s->dirfd);
 	pthread_rwlock_destroy(&s->lock);
 	pthread_mutex_destroy(&s->refresh);
@@ -608,7 +620,7 @@ nomem:
 
 /* One save, running or recent, for the status file. */
 struct outcome {
-	char name[201];
+	char name[256]; /* as asked, valid or not: the kernel allows 255 */
 	int64_t start_ns, end_ns;
 	bool running;
 	int rc;
@@ -843,12 +855,39 @@ static char *refusal_text(const char *name, const struct ckpt_err *e)
 	return text;
 }
 
+/* Keeps text as errors/NAME (or clears it after a success); returns what
+ * the caller still has to free.  Caller holds j->lock. */
+static char *record_refusal(struct journal *j, const char *name, int rc,
+			    char *text)
+{
+	size_t i;
+
+	for (i = 0; i < j->nr; i++)
+		if (strcmp(j->r[i].name, name) == 0)
+			break;
+	if (i == j->nr && rc < 0 && j->nr < MAX_ERRORS) {
+		struct refusal *r = realloc(j->r, (j->nr + 1) * sizeof(*r));
+		if (r && (r[j->nr].name = strdup(name))) {
+			r[j->nr].text = NULL;
+			j->r = r;
+			j->nr++;
+		} else if (r) {
+			j->r = r;
+		}
+	}
+	if (i < j->nr) {
+		cJSON_free(j->r[i].text);
+		j->r[i].text = text; /* NULL after a success */
+		text = NULL;
+	}
+	return text;
+}
+
 static void journal_end(struct journal *j, struct outcome *o, int rc,
 			const struct ckpt_err *why,
 			const struct ckpt_save_result *res)
 {
 	char *text = rc < 0 ? refusal_text(o->name, why) : NULL;
-	size_t i;
 
 	pthread_mutex_lock(&j->lock);
 	o->running = false;
@@ -858,24 +897,19 @@ static void journal_end(struct journal *j, struct outcome *o, int rc,
 		o->why = *why;
 	if (res)
 		o->res = *res;
-	for (i = 0; i < j->nr; i++)
-		if (strcmp(j->r[i].name, o->name) == 0)
-			break;
-	if (i == j->nr && rc < 0 && j->nr < MAX_ERRORS) {
-		struct refusal *r = realloc(j->r, (j->nr + 1) * sizeof(*r));
-		if (r && (r[j->nr].name = strdup(o->name))) {
-			r[j->nr].text = NULL;
-			j->r = r;
-			j->nr++;
-		} else if (r) {
-			j->r = r;
-		}
-	}
-	if (i < j->nr) {
-		free(j->r[i].text);
-		j->r[i].text = text; /* NULL after a success */
-		text = NULL;
-	}
+	text = record_refusal(j, o->name, rc, text);
+	pthread_mutex_unlock(&j->lock);
+	cJSON_free(text);
+}
+
+void ckpt_store_note(struct ckpt_store *s, const char *name,
+		     const struct ckpt_err *why)
+{
+	struct journal *j = journal_of(s);
+	char *text = refusal_text(name, why);
+
+	pthread_mutex_lock(&j->lock);
+	text = record_refusal(j, name, why->code, text);
 	pthread_mutex_unlock(&j->lock);
 	cJSON_free(text);
 }
@@ -925,6 +959,36 @@ static void write_pointer(struct ckpt_store *s)
 	cJSON_free(text);
 }
 
+static bool self_written(struct ckpt_store *s, const struct stat *st)
+{
+	bool found = false;
+
+	pthread_rwlock_rdlock(&s->lock);
+	for (size_t i = 0; i < s->nwritten && !found; i++)
+		found = s->written[i].dev == st->st_dev &&
+			s->written[i].ino == st->st_ino;
+	pthread_rwlock_unlock(&s->lock);
+	return found;
+}
+
+static void remember_written(struct ckpt_store *s, const char *file)
+{
+	struct stat st;
+	void *p;
+
+	if (fstatat(s->dirfd, file, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return;
+	pthread_rwlock_wrlock(&s->lock);
+	p = realloc(s->written, (s->nwritten + 1) * sizeof(*s->written));
+	if (p) {
+		s->written = p;
+		s->written[s->nwritten].dev = st.st_dev;
+		s->written[s->nwritten].ino = st.st_ino;
+		s->nwritten++;
+	}
+	pthread_rwlock_unlock(&s->lock);
+}
+
 static bool has_name(struct ckpt_store *s, const char *name)
 {
 	bool found;
@@ -952,26 +1016,30 @@ int ckpt_store_save(struct ckpt_store *s, const char *name, const char *origin,
 		err = &local;
 	memset(err, 0, sizeof(*err));
 	memset(&r, 0, sizeof(r));
+	rc = journal_start(j, name, &out);
+	if (rc < 0) {
+		ckpt_err_set(err, rc, "name", name, strlen(name),
+			     rc == -EBUSY ? "too many saves at once"
+					  : "a save of that name is running");
+		ckpt_store_note(s, name, err);
+		return rc;
+	}
 	rc = ckpt_name_check(name, strlen(name));
 	if (rc < 0)
 		ckpt_err_set(err, rc, "name", name, strlen(name),
 			     "not a valid checkpoint name");
-	else if ((rc = journal_start(j, name, &out)) < 0 || has_name(s, name))
-		ckpt_err_set(err, rc < 0 ? rc : -EEXIST, "name", name,
-			     strlen(name),
-			     rc == -EBUSY ? "too many saves at once"
-					  : "a checkpoint of that "
-					    "name exists or is being "
-					    "saved");
-	if (rc < 0 || err->code) {
+	else if (has_name(s, name))
+		ckpt_err_set(err, -EEXIST, "name", name, strlen(name),
+			     "a checkpoint of that name exists");
+	if (err->code) {
 		rc = err->code;
-		if (out)
-			journal_end(j, out, rc, err, NULL);
+		journal_end(j, out, rc, err, NULL);
 		return rc;
 	}
 	if (ckpt_store_latest(s, &parent) == 0) {
-		o.parent = parent;
 		o.parent_name = parent->name;
+		if (self_written(s, &parent->st))
+			o.parent = parent;
 	}
 	o.name = name;
 	o.origin = origin;
@@ -980,6 +1048,7 @@ int ckpt_store_save(struct ckpt_store *s, const char *name, const char *origin,
 	rc = ckpt_save(s->dirfd, file, &o, &r, err);
 	ckpt_archive_unref(parent);
 	if (rc == 0) {
+		remember_written(s, file);
 		ckpt_store_refresh(s, NULL, NULL);
 		write_pointer(s);
 	}
@@ -1020,8 +1089,11 @@ int ckpt_store_remove(struct ckpt_store *s, const char *name, bool by_agent,
 	char file[256];
 	int rc = may_change(s, name, by_agent, err);
 
-	if (rc < 0)
+	if (rc < 0) {
+		if (rc != -ENOENT && err)
+			ckpt_store_note(s, name, err);
 		return rc;
+	}
 	snprintf(file, sizeof(file), "%s" SUFFIX, name);
 	if (unlinkat(s->dirfd, file, 0) < 0 || fsync(s->dirfd) < 0)
 		return ckpt_err_set(err, -errno, "io", name, strlen(name),
@@ -1041,8 +1113,11 @@ int ckpt_store_rename(struct ckpt_store *s, const char *from, const char *to,
 		return ckpt_err_set(err, rc, "name", to, strlen(to),
 				    "not a valid checkpoint name");
 	rc = may_change(s, from, by_agent, err);
-	if (rc < 0)
+	if (rc < 0) {
+		if (rc != -ENOENT && err)
+			ckpt_store_note(s, from, err);
 		return rc;
+	}
 	snprintf(f, sizeof(f), "%s" SUFFIX, from);
 	snprintf(t, sizeof(t), "%s" SUFFIX, to);
 	if (renameat2(s->dirfd, f, s->dirfd, t, RENAME_NOREPLACE) < 0 ||

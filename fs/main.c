@@ -279,6 +279,13 @@ static int setup_save(struct options *o, struct ckptfs *fs)
 				"give every= too\n");
 		return -1;
 	}
+	/* A year at most: beyond that (or a negative number read as a huge
+	 * one) the period overflows the ticker's poll timeout. */
+	if (o->every > 365u * 86400) {
+		fprintf(stderr, "ckptfs: every=%u: at most %u seconds\n",
+			o->every, 365u * 86400);
+		return -1;
+	}
 	fs->every = o->every;
 	fs->keep = o->keep;
 	fs->ro = o->ro;

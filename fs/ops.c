@@ -85,7 +85,7 @@ static void fixed_attr(struct ckptfs *fs, fuse_ino_t ino, struct stat *st,
 		st->st_mode = S_IFLNK | 0777;
 		st->st_nlink = 1;
 	} else if (ino == INO_ROOT) {
-		st->st_nlink = 4;
+		st->st_nlink = fs->has_source ? 5 : 4;
 	} else if (ino == INO_CONTROL) {
 		st->st_nlink = 3;
 	}
@@ -904,7 +904,12 @@ static void ckptfs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		return;
 	}
 	if (!fs->can_save) {
-		fuse_reply_err(req, EROFS); /* -o ro, or no source */
+		ckpt_err_set(&err, -EROFS, "read-only", name, strlen(name),
+			     fs->ro ? "the mount is read-only (-o ro)"
+				    : "the mount has no source to save "
+				      "(-o source=RUNDIR)");
+		ckpt_store_note(fs->store, name, &err);
+		fuse_reply_err(req, EROFS);
 		return;
 	}
 	rc = ckpt_store_save(fs->store, name,
