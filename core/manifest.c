@@ -95,9 +95,17 @@ int parse_rfc3339(const char *s, size_t len, int64_t *out)
 	}
 	if (p != e)
 		return -EINVAL;
+	/* Nanoseconds since 1970 fit an int64 from 1678 to 2262: anything
+	 * outside is refused, never wrapped. */
+	if (tm.tm_year < 1 || tm.tm_year > 2261)
+		return -EINVAL;
 	tm.tm_year -= 1900;
 	tm.tm_mon -= 1;
-	*out = ((int64_t)timegm(&tm) - off_min * 60) * 1000000000 + frac;
+	int64_t secs = (int64_t)timegm(&tm) - off_min * 60;
+	if (secs < INT64_MIN / 1000000000 + 1 ||
+	    secs > INT64_MAX / 1000000000 - 1)
+		return -EINVAL;
+	*out = secs * 1000000000 + frac;
 	return 0;
 }
 
@@ -144,6 +152,7 @@ static int parse_entry(struct json *j, struct pool *pl, struct raw *r,
 		       struct ckpt_err *err)
 {
 	enum json_tok t;
+	unsigned seen = 0;
 	int64_t v;
 
 	memset(r, 0, sizeof(*r));
@@ -179,6 +188,11 @@ static int parse_entry(struct json *j, struct pool *pl, struct raw *r,
 				return bad(err, j->why ? j->why : "bad value");
 			continue;
 		}
+		/* Readers that keep the first value and readers that keep
+		 * the last would see two different records. */
+		if (seen & 1u << f)
+			return bad(err, "an entry field is given twice");
+		seen |= 1u << f;
 		if (f == F_PATH || f == F_TYPE || f == F_HASH ||
 		    f == F_TARGET) {
 			if (t != JSON_STRING)

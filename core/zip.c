@@ -413,7 +413,7 @@ int zip_read_entry(int fd, const struct zentry *e, const char *name,
 	uint8_t in[16384];
 	z_stream zs = {0};
 	char *buf = NULL;
-	uint64_t pos = 0, used = 0;
+	uint64_t pos = 0, used = 0, cap;
 	int rc = 0, zr = Z_OK;
 
 	if (data < 0)
@@ -422,9 +422,12 @@ int zip_read_entry(int fd, const struct zentry *e, const char *name,
 		return ckpt_err_set(err, -EFBIG, "limit", name, name_len,
 				    "entry larger than %llu bytes",
 				    (unsigned long long)max);
-	/* The size was checked against max, and the real content is never
-	 * allowed to exceed it (see below), so this bound is safe. */
-	buf = malloc(e->size + 1);
+	/* A stored entry's size is backed by bytes in the file (its extent
+	 * was checked); a deflated one's is only a claim, so its buffer
+	 * grows with the output actually produced, up to size + 1. */
+	cap = e->method == ZIP_METHOD_STORE || e->size < 65536 ? e->size + 1
+							       : 65536;
+	buf = malloc(cap);
 	if (!buf)
 		return ckpt_err_set(err, -ENOMEM, "limit", name, name_len,
 				    "out of memory");
@@ -445,8 +448,22 @@ int zip_read_entry(int fd, const struct zentry *e, const char *name,
 		zs.next_out = (Bytef *)buf;
 		/* One spare byte: output beyond the declared size proves the
 		 * header lied. */
-		zs.avail_out = (uInt)(e->size + 1);
+		zs.avail_out = (uInt)cap;
 		while (zr != Z_STREAM_END) {
+			if (zs.avail_out == 0 && cap < e->size + 1) {
+				uint64_t grown = cap * 2 < e->size + 1
+							 ? cap * 2
+							 : e->size + 1;
+				char *nb = realloc(buf, grown);
+				if (!nb) {
+					rc = -ENOMEM;
+					break;
+				}
+				buf = nb;
+				zs.next_out = (Bytef *)buf + cap;
+				zs.avail_out = (uInt)(grown - cap);
+				cap = grown;
+			}
 			if (zs.avail_in == 0) {
 				size_t n = sizeof(in);
 				if (used == e->csize) {
@@ -468,7 +485,10 @@ int zip_read_entry(int fd, const struct zentry *e, const char *name,
 				rc = -EIO;
 				break;
 			}
-			if (zs.avail_out == 0 && zr != Z_STREAM_END) {
+			/* Full at size + 1 and still going: the header
+			 * lied about the size. */
+			if (zs.avail_out == 0 && zr != Z_STREAM_END &&
+			    cap == e->size + 1) {
 				rc = -EIO;
 				break;
 			}

@@ -424,6 +424,38 @@ START_TEST(random_reads)
 }
 END_TEST
 
+/* A manifest well past the first 64 KiB of the read buffer. */
+START_TEST(large_manifest)
+{
+	size_t n = 3000, o = 0;
+	char *mf = malloc(n * 120 + 256);
+	struct zg_entry *e = calloc(n, sizeof(*e));
+	char(*names)[32] = malloc(n * sizeof(*names));
+	struct ckpt_archive *a;
+	struct ckpt_err err = {0};
+
+	o += (size_t)sprintf(mf, "{\"format\":\"ckpt\",\"version\":1,"
+				 "\"entries\":[");
+	for (size_t i = 0; i < n; i++) {
+		snprintf(names[i], sizeof(names[i]), "workspace/f%05zu", i);
+		e[i].name = names[i];
+		e[i].data = "x";
+		e[i].len = 1;
+		o += (size_t)sprintf(mf + o,
+				     "%s{\"path\":\"%s\",\"type\":\"file\","
+				     "\"size\":1,\"mtime_ns\":%zu}",
+				     i ? "," : "", names[i], i);
+	}
+	strcpy(mf + o, "]}");
+	ck_assert_int_eq(open_ckpt(mf, e, n, &a, &err), 0);
+	ck_assert_uint_ne(walk(a, "workspace/f02999"), UINT32_MAX);
+	ckpt_archive_unref(a);
+	free(mf);
+	free(e);
+	free(names);
+}
+END_TEST
+
 START_TEST(many_entries_small)
 {
 	size_t n = 20000;
@@ -469,6 +501,7 @@ int main(void)
 	tcase_add_test(tc, bad_content);
 	tcase_add_test(tc, random_reads);
 	tcase_add_test(tc, many_entries_small);
+	tcase_add_test(tc, large_manifest);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);

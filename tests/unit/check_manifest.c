@@ -113,6 +113,10 @@ static const struct {
 	{HDR "\"name\":\"\\x\"}", "manifest"},	   /* bad escape */
 	{HDR "\"name\":tru}", "manifest"},
 	{HDR "\"name\":01}", "manifest"},
+	/* found by fuzzing: a record naming two paths */
+	{HDR "\"entries\":[{\"path\":\"a\",\"path\":\"b\"}]}", "manifest"},
+	{HDR "\"entries\":[{\"path\":\"a\",\"size\":1,\"size\":2}]}",
+	 "manifest"},
 };
 
 START_TEST(refused)
@@ -194,6 +198,10 @@ START_TEST(times)
 	ck_assert_int_lt(parse_rfc3339("2026-13-22T09:00:00Z", 20, &ns), 0);
 	ck_assert_int_lt(parse_rfc3339("2026-11-22 09:00:00Z", 20, &ns), 0);
 	ck_assert_int_lt(parse_rfc3339("2025-11-22T09:00:00", 19, &ns), 0);
+	/* found by fuzzing: nanoseconds past 2262 overflow int64 */
+	ck_assert_int_lt(parse_rfc3339("9651-01-01T00:00:00Z", 20, &ns), 0);
+	ck_assert_int_lt(parse_rfc3339("0000-01-01T00:00:00Z", 20, &ns), 0);
+	ck_assert_int_eq(parse_rfc3339("2261-12-31T00:00:00Z", 20, &ns), 0);
 
 	char out[40];
 	ckpt_format_time(1763802000123456789LL, out);
