@@ -381,11 +381,22 @@ static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
 	ckpt_archive_unref(a);
 }
 
+/* Seconds the kernel keeps a name in snapshots/ without asking again.
+ * Short, because those names are never invalidated (see watch.c): a
+ * checkpoint added, removed or replaced shows within this much of the
+ * watcher noticing; asking again costs one in-memory search. */
+#define SNAPSHOT_ENTRY_TIMEOUT 0.5
+
 static double entry_timeout(struct ckptfs *fs, fuse_ino_t ino)
 {
 	if (ino == INO_LATEST)
 		return 0;
-	return ino == INO_CURRENT || is_live(ino) ? 1 : fs->timeout;
+	if (ino == INO_CURRENT || is_live(ino))
+		return 1;
+	/* A checkpoint's root is the only node 0, and lives in snapshots/. */
+	if (ino >> 32 && (uint32_t)ino == CKPT_NODE_ROOT)
+		return SNAPSHOT_ENTRY_TIMEOUT;
+	return fs->timeout;
 }
 
 static void ckptfs_op_getattr(fuse_req_t req, fuse_ino_t ino,

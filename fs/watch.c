@@ -29,20 +29,26 @@ struct changes {
 	int n;
 };
 
+/*
+ * No entry of snapshots/ is ever invalidated: the kernel holds that
+ * directory's lock through a whole mkdir, and an invalidation waits for
+ * it; if the daemon is killed meanwhile, the thread stuck in the
+ * invalidation keeps /dev/fuse open and the mkdir never ends.  Entries
+ * there expire quickly instead (SNAPSHOT_ENTRY_TIMEOUT in ops.c), and
+ * nodeids are never reused, so a replaced checkpoint is simply looked up
+ * anew.  Invalidating an inode takes no directory lock.
+ */
 static void changed(void *ctx, const char *name)
 {
 	struct changes *c = ctx;
 
+	(void)name;
 	c->n++;
-	/* ENOENT just means the kernel had nothing cached for it. */
-	fuse_lowlevel_notify_inval_entry(c->fs->se, INO_SNAPSHOTS, name,
-					 strlen(name));
 }
 
 static void forget_latest(struct ckptfs *fs)
 {
 	fuse_lowlevel_notify_inval_inode(fs->se, INO_SNAPSHOTS, 0, 0);
-	fuse_lowlevel_notify_inval_entry(fs->se, INO_ROOT, "latest", 6);
 	fuse_lowlevel_notify_inval_inode(fs->se, INO_LATEST, 0, 0);
 }
 
