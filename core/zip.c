@@ -422,9 +422,13 @@ int zip_read_entry(int fd, const struct zentry *e, const char *name,
 		return ckpt_err_set(err, -EFBIG, "limit", name, name_len,
 				    "entry larger than %llu bytes",
 				    (unsigned long long)max);
-	/* A stored entry's size is backed by bytes in the file (its extent
-	 * was checked); a deflated one's is only a claim, so its buffer
-	 * grows with the output actually produced, up to size + 1. */
+	/* A stored entry's compressed size is backed by bytes in the file
+	 * (its extent was checked), and its size must equal it; a deflated
+	 * one's size is only a claim, so its buffer grows with the output
+	 * actually produced, up to size + 1. */
+	if (e->method == ZIP_METHOD_STORE && e->csize != e->size)
+		return ckpt_err_set(err, -EIO, "crc", name, name_len,
+				    "stored entry with two sizes");
 	cap = e->method == ZIP_METHOD_STORE || e->size < 65536 ? e->size + 1
 							       : 65536;
 	buf = malloc(cap);
