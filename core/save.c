@@ -419,6 +419,20 @@ static int deflate_out(struct save *sv, const uint8_t *in, size_t n, bool fin,
 	return 0;
 }
 
+/* Deflates the first chunk into sv->out with a sync flush, so its whole
+ * output is known before the method is chosen; the stream goes on from
+ * there if deflate wins.  Returns the bytes produced. */
+static size_t deflate_trial(struct save *sv, size_t n)
+{
+	sv->zs.next_in = sv->in;
+	sv->zs.avail_in = (uInt)n;
+	sv->zs.next_out = sv->out;
+	sv->zs.avail_out = CHUNK + 1024;
+	/* CHUNK + 1024 holds deflate's worst case for CHUNK bytes. */
+	deflate(&sv->zs, Z_SYNC_FLUSH);
+	return CHUNK + 1024 - sv->zs.avail_out;
+}
+
 static int write_failed(struct save *sv, const char *path)
 {
 	int rc = zipw_error(sv->w) ? zipw_error(sv->w) : -EIO;
@@ -477,16 +491,33 @@ static int write_file(struct save *sv, struct sentry *e)
 		crc = (uint32_t)crc32(crc, sv->in, (uInt)got);
 		XXH3_128bits_update(sv->xs, sv->in, got);
 		if (first) {
-			/* Formats that are compressed already are stored. */
+			size_t trial = 0;
+
+			deflateReset(&sv->zs);
+			/* Formats that are compressed already are stored; so
+			 * is anything the first chunk shows deflate cannot
+			 * shrink by a 64th. */
 			if (compressed_magic(sv->in, got))
+				method = ZIP_METHOD_STORE;
+			else if ((trial = deflate_trial(sv, got)) + got / 64 >=
+					 got &&
+				 got > 0)
 				method = ZIP_METHOD_STORE;
 			rc = zipw_begin(sv->w, e->path, strlen(e->path),
 					S_IFREG | e->mode, e->mtime_ns, method,
 					(uint64_t)st.st_size);
 			if (rc < 0)
 				goto io;
-			deflateReset(&sv->zs);
 			first = false;
+			if (method == ZIP_METHOD_DEFLATE) {
+				/* The trial is the stream's beginning. */
+				if (trial &&
+				    zipw_data(sv->w, sv->out, trial) < 0)
+					goto io;
+				csize += trial;
+				done += got;
+				goto counted;
+			}
 		}
 		done += got;
 		if (method == ZIP_METHOD_STORE) {
@@ -496,6 +527,7 @@ static int write_file(struct save *sv, struct sentry *e)
 		} else if (deflate_out(sv, sv->in, got, false, &csize) < 0) {
 			goto io;
 		}
+	counted:
 		if (sv->o->progress)
 			atomic_fetch_add(&sv->o->progress->bytes_done, got);
 		if (got < want || done >= limit)

@@ -11,8 +11,10 @@
 # (EEXIST, EINVAL, ENAMETOOLONG, EROFS with -o ro and with no source) leave
 # nothing in STORE and explain themselves in .ckptfs/errors/NAME.  Bad
 # mount options fail the mount.  Incremental saves copy exactly the
-# unchanged files (also on a 10,000-file workspace); parallel mkdirs;
-# rmdir and mv.
+# unchanged files (also on a 10,000-file workspace) and never a changed
+# one (content, same-size rewrite, chmod); parallel mkdirs; rmdir and mv
+# (EEXIST, EXDEV).  No backend, or workspace_only: no session tier;
+# codex-v1 takes only the rollouts.
 # shellcheck disable=SC2010 # ls | grep on names this test chose
 . "${SRCDIR:-$(dirname "$0")/../..}/tests/it/lib.sh"
 need rsync rsync
@@ -183,7 +185,7 @@ v = json.loads(sys.argv[1])[sys.argv[2]]
 print(v if isinstance(v, str) else json.dumps(v))' "$l" "$3"
 }
 # refused ERRNO CODE MNT NAME: mkdir is refused with ERRNO, STORE is
-# unchanged, and errors/NAME gives CODE without the secret.
+# unchanged, and errors/NAME gives CODE, NAME, a reason and a fix.
 refused() {
 	local before e
 	before=$(store_state)

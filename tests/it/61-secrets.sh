@@ -377,7 +377,8 @@ def lookalikes(run):
         for l in lines) )
 
 
-def main():
+def main(argv):
+    sys.argv = argv
     cmd = sys.argv[1]
     if cmd == "rules":
         print("\n".join(RULES))
@@ -421,9 +422,57 @@ def main():
         sys.exit("unknown command " + cmd)
 
 
-main()
+def serve():
+    """One command a line, arguments separated by US (0x1f); answers with
+    the command's output and a line of RS (0x1e) and its status."""
+    import contextlib, io
+    for line in sys.stdin:
+        out, rc = io.StringIO(), 0
+        try:
+            with contextlib.redirect_stdout(out):
+                main(["secrets.py"] + line.rstrip("\n").split("\x1f")[:-1])
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else 1
+            if not isinstance(e.code, int) and e.code is not None:
+                out.write(str(e.code))
+        except Exception as e:
+            rc = 2
+            out.write("%s: %s" % (type(e).__name__, e))
+        text = out.getvalue()
+        if text and not text.endswith("\n"):
+            text += "\n"
+        sys.stdout.write(text + "\x1e%d\n" % rc)
+        sys.stdout.flush()
+
+
+if sys.argv[1:] == ["serve"]:
+    serve()
+else:
+    main(sys.argv)
 EOF
-gen() { python3 "$PY" "$@"; }
+# One generator process answers every call (a Python start costs more
+# than most of what is asked of it): gen CMD ARG... prints its output.
+mkfifo "$WORK/gen.in" "$WORK/gen.out"
+python3 "$PY" serve <"$WORK/gen.in" >"$WORK/gen.out" &
+track_pid $!
+exec 7>"$WORK/gen.in" 8<"$WORK/gen.out"
+gen() {
+	local line out='' rc=''
+	printf '%s\037' "$@" >&7
+	printf '\n' >&7
+	while IFS= read -r line <&8; do
+		case $line in
+		$'\036'*)
+			rc=${line#?}
+			break
+			;;
+		esac
+		out+=$line$'\n'
+	done
+	printf '%s' "${out%$'\n'}"
+	[ -n "$out" ] && [ "$out" != $'\n' ] && echo
+	return "${rc:-3}"
+}
 
 # ---- which rules: core/scan.c's table, each of which must have a generator ------
 RULES=$(gen rules)

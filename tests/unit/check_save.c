@@ -144,6 +144,16 @@ START_TEST(round_trip)
 	put("world/snap.json", "{\"w\":1}", 7);
 	put("workspace/src/big.txt", big, sizeof(big));
 	put("workspace/img.png", png, sizeof(png) - 1);
+	/* incompressible without a known magic: deflate does not gain */
+	{
+		static char noise[300000];
+		uint32_t x = 12345;
+		for (size_t i = 0; i < sizeof(noise); i++) {
+			x = x * 1103515245 + 12345;
+			noise[i] = (char)(x >> 24);
+		}
+		put("workspace/noise.bin", noise, sizeof(noise));
+	}
 	put("workspace/.env", "KEY=x\n", 6);
 	put("session/projects/p/t.jsonl", "{\"a\":1}\n{\"b\":2}\n{\"c\":", 20);
 	/* a transcript without one complete line is stored empty */
@@ -166,13 +176,18 @@ START_TEST(round_trip)
 	/* compressed formats are stored as they are */
 	ck_assert_int_eq(a->nodes[walk(a, "workspace/img.png")].z.method,
 			 ZIP_METHOD_STORE);
+	ck_assert_int_eq(a->nodes[walk(a, "workspace/noise.bin")].z.method,
+			 ZIP_METHOD_STORE);
+	ck_assert_uint_eq(
+		read_libzip(file, "workspace/noise.bin", got, sizeof(got)),
+		300000);
 	/* transcripts end at their last complete line */
 	n = read_core(a, "session/projects/p/t.jsonl", got, sizeof(got));
 	ck_assert_uint_eq(n, 16);
 	ck_assert(memcmp(got, "{\"a\":1}\n{\"b\":2}\n", 16) == 0);
-	ck_assert_uint_eq(read_core(a, "session/projects/p/u.jsonl", got,
-				    sizeof(got)),
-			  0);
+	ck_assert_uint_eq(
+		read_core(a, "session/projects/p/u.jsonl", got, sizeof(got)),
+		0);
 	/* credentials never go in */
 	ck_assert_uint_eq(walk(a, "workspace/.env"), UINT32_MAX);
 	/* the manifest is read back by libzip too, and has hashes */
