@@ -57,6 +57,19 @@ need() {
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ckptfs-it.XXXXXX")
 WORK=$(cd "$WORK" && pwd -P)
 
+_CONNS=() # FUSE connection numbers of our mounts
+
+# A daemon with a thread stuck in the kernel is never reaped: abort its
+# FUSE connection (fusectl), so a broken daemon fails a test instead of
+# hanging it.
+_abort_conns() {
+	local c d=/sys/fs/fuse/connections
+	mountpoint -q "$d" || mount -t fusectl none "$d" 2>/dev/null
+	for c in "${_CONNS[@]}"; do
+		[ -n "$c" ] && [ -w "$d/$c/abort" ] && echo 1 >"$d/$c/abort"
+	done
+}
+
 _cleanup() {
 	local rc=$? m p i alive
 	set +e
@@ -79,6 +92,16 @@ _cleanup() {
 		if pid_alive "$p"; then
 			echo "# PID $p ignored SIGTERM for 5 s; sending SIGKILL" >&2
 			kill -KILL "$p" 2>/dev/null
+		fi
+		for ((i = 0; i < 100; i++)); do
+			[ -d "/proc/$p/task" ] && [ -n "$(ls "/proc/$p/task" 2>/dev/null | \
+				grep -v "^$p\$")" ] || break
+			sleep 0.05
+		done
+		if [ -n "$(ls "/proc/$p/task" 2>/dev/null | grep -v "^$p\$")" ]; then
+			echo "# PID $p is wedged in the kernel; aborting its FUSE connection" >&2
+			_abort_conns
+			[ "$rc" -eq 0 ] && rc=1
 		fi
 		wait "$p" 2>/dev/null
 	done
@@ -167,7 +190,12 @@ ckpt_mount() {
 	# shellcheck disable=SC2034 # for the tests that source this file
 	DAEMON_LOG=$log
 	for ((i = 0; i < 200; i++)); do
-		is_mounted "$mnt" && return 0
+		if is_mounted "$mnt"; then
+			# The FUSE connection's number, to abort it if the
+			# daemon ever wedges in the kernel (see _cleanup).
+			_CONNS+=("$(stat -c %d "$mnt" 2>/dev/null)")
+			return 0
+		fi
 		if ! pid_alive "$pid"; then
 			wait "$pid" || rc=$?
 			_untrack "$pid"
