@@ -113,3 +113,14 @@ int ckpt_err_set(struct ckpt_err *err, int code, const char *rule,
 	va_end(ap);
 	return code;
 }
+
+int hex_digit(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}

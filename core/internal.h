@@ -281,5 +281,7 @@ int json_int64(const struct json *j, int64_t *out);
 /* Byte length of the valid UTF-8 sequence at s (n bytes available), or 0;
  * *cp receives the code point. */
 size_t utf8_decode(const unsigned char *s, size_t n, uint32_t *cp);
+/* The value of one hexadecimal digit, either case, or -1. */
+int hex_digit(int c);
 
 #endif

@@ -130,17 +130,6 @@ void ckpt_format_time(int64_t ns, char out[40])
 	out[n] = '\0';
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Record fields are kept as pool offsets while the pool may still move. */
 struct raw {
 	struct mentry m;
@@ -251,8 +240,8 @@ static int parse_entry(struct json *j, struct pool *pl, struct raw *r,
 				return bad(err,
 					   "xxh3_128 is not 32 hex digits");
 			for (int i = 0; i < 16; i++) {
-				int hi = hexval(j->str[2 * i]);
-				int lo = hexval(j->str[2 * i + 1]);
+				int hi = hex_digit(j->str[2 * i]);
+				int lo = hex_digit(j->str[2 * i + 1]);
 				if (hi < 0 || lo < 0)
 					return bad(err, "xxh3_128 is not hex");
 				r->m.hash[i] = (uint8_t)(hi << 4 | lo);

@@ -20,6 +20,7 @@
 #include <string.h>
 #include <xxhash.h>
 
+#include "internal.h"
 #include "scan.h"
 
 #define BEHIND 16		   /* bytes a rule may read before its anchor */
@@ -1138,17 +1139,6 @@ static bool allowed(const struct ckpt_scan_allow *a, uint64_t fp)
 	return a && a->n && bsearch(&fp, a->fp, a->n, sizeof(fp), cmp_u64);
 }
 
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /* Parses one line: 1 with *fp set, 0 when there is nothing on it, -1 when
  * it is malformed. */
 static int allow_line(const char *p, uint64_t *fp)
@@ -1160,7 +1150,7 @@ static int allow_line(const char *p, uint64_t *fp)
 	if (*p == '\0' || *p == '#' || *p == '\n' || *p == '\r')
 		return 0;
 	for (int i = 0; i < 16; i++, p++) {
-		int d = hexval(*p);
+		int d = hex_digit(*p);
 
 		if (d < 0)
 			return -1;
