@@ -318,9 +318,12 @@ struct ckpt_scan_allow; /* opaque, read-only once loaded */
 /* Opens the selection a save applies before the policy: the workspace
  * without reconstructable artifacts, the session through the allowlist of
  * backend (a data file in backends_dir; NULL: the session is not saved),
- * and the patterns of exclude_from (NULL for none).  -ENOENT for an
- * unknown backend (err lists the known ones), -EINVAL for a malformed
- * file (err names file and line). */
+ * and the patterns of exclude_from (NULL for none).  Returns 0 with *out
+ * owned by the caller, or: -ENOENT for an unknown backend (err->msg lists
+ * those found) or a file that cannot be opened; -EINVAL for a bad backend
+ * name or a malformed file (err->path names the file, err->line the
+ * line); -ENOMEM.  The pattern syntax is described in select.c and
+ * ckptfs(1). */
 int ckpt_select_open(const char *backend, const char *backends_dir,
 		     const char *exclude_from, struct ckpt_select **out,
 		     struct ckpt_err *err);

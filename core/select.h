@@ -20,21 +20,8 @@
  * number of threads without a lock. */
 struct ckpt_select;
 
-/*
- * Reads the backend file backends_dir/backend (backend NULL: no backend,
- * the session tier is not saved at all) and the exclude file exclude_from
- * (NULL: none), and compiles their patterns.  Returns 0 with *out owned by
- * the caller (free it with ckpt_select_free()), or:
- *   -ENOENT  unknown backend (err->msg lists those found), or a file that
- *            cannot be opened (the system's reason in err->msg);
- *   -EINVAL  a bad backend name, or a malformed file: err->path names the
- *            file, err->line the line, err->msg both and what is wrong;
- *   -ENOMEM.
- */
-int ckpt_select_open(const char *backend, const char *backends_dir,
-		     const char *exclude_from, struct ckpt_select **out,
-		     struct ckpt_err *err);
-void ckpt_select_free(struct ckpt_select *s); /* NULL is a no-op */
+/* ckpt_select_open(), ckpt_select_free() and ckpt_select_backends() are
+ * public: see ckpt.h. */
 
 enum ckpt_pick {
 	CKPT_PICK_TAKE,	   /* record it; for a directory, walk into it */
@@ -62,14 +49,5 @@ enum ckpt_pick ckpt_select_pick(const struct ckpt_select *s,
 				bool is_dir,
 				bool (*has_file)(void *ctx, const char *name),
 				void *ctx);
-
-/*
- * The backends found in backends_dir (regular files with a valid backend
- * name), sorted, for --help and errors.  Returns a malloc'd list of
- * NUL-terminated names ended by an empty name ("a\0b\0\0"; just "\0\0"
- * when there are none) that the caller frees, or NULL when the directory
- * cannot be read or memory runs out.
- */
-char *ckpt_select_backends(const char *backends_dir);
 
 #endif
