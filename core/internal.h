@@ -149,6 +149,19 @@ int zip_read_entry(int fd, const struct zentry *e, const char *name,
 		   size_t name_len, uint64_t max, char **out, size_t *len,
 		   struct ckpt_err *err);
 
+/* ---- faults.c-style seam: tests make saves fail on purpose ------------ */
+
+/* Zero in production.  A test sets write_fail_at = N to make the Nth
+ * write of an archive fail with write_errno (a short write first, when
+ * short is set), or fsync_errno to make syncing fail.  Not thread-safe:
+ * tests that use it run one save at a time. */
+struct ckpt_faults {
+	int write_fail_at, write_errno, fsync_errno;
+	bool short_write;
+	int writes; /* counted while write_fail_at is set */
+};
+extern struct ckpt_faults ckpt_faults;
+
 /* ---- zipw.c: a streaming ZIP writer ---------------------------------- */
 
 struct zipw;

@@ -790,6 +790,8 @@ static int write_entries(struct save *sv)
 
 static int sync_fd(int fd)
 {
+	if (ckpt_faults.fsync_errno)
+		return -ckpt_faults.fsync_errno;
 	return fsync(fd) < 0 ? -errno : 0;
 }
 

@@ -52,12 +52,28 @@ static void put(uint8_t *p, uint64_t v, int n)
 		p[i] = (uint8_t)(v >> (8 * i));
 }
 
+struct ckpt_faults ckpt_faults;
+
+/* write(2), through the test seam: a failure or a short write on demand. */
+static ssize_t do_write(int fd, const void *p, size_t n)
+{
+	if (ckpt_faults.write_fail_at &&
+	    ++ckpt_faults.writes >= ckpt_faults.write_fail_at) {
+		if (ckpt_faults.short_write && n > 1 &&
+		    ckpt_faults.writes == ckpt_faults.write_fail_at)
+			return write(fd, p, n / 2);
+		errno = ckpt_faults.write_errno;
+		return -1;
+	}
+	return write(fd, p, n);
+}
+
 static int flush(struct zipw *w)
 {
 	size_t done = 0;
 
 	while (done < w->blen) {
-		ssize_t n = write(w->fd, w->buf + done, w->blen - done);
+		ssize_t n = do_write(w->fd, w->buf + done, w->blen - done);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)

@@ -271,6 +271,55 @@ START_TEST(refusals_leave_nothing)
 }
 END_TEST
 
+/* Count what a failed save left in the store: nothing, ever. */
+static int store_entries(void)
+{
+	DIR *d = opendir(store);
+	int n = 0;
+
+	for (struct dirent *de; (de = readdir(d));)
+		n += strcmp(de->d_name, ".") && strcmp(de->d_name, "..");
+	closedir(d);
+	return n;
+}
+
+START_TEST(faults)
+{
+	static char big[2 << 20];
+	struct ckpt_save_opts o;
+	struct ckpt_err err = {0};
+	char tiers[3][160];
+
+	uint32_t x = 7;
+
+	/* Incompressible: stored, so the archive takes several writes and
+	 * the second one is in the middle of it. */
+	for (size_t i = 0; i < sizeof(big); i++) {
+		x = x * 1103515245 + 12345;
+		big[i] = (char)(x >> 24);
+	}
+	put("workspace/big.txt", big, sizeof(big));
+	opts(&o, tiers);
+	/* EIO on a write in the middle of the archive */
+	ckpt_faults =
+		(struct ckpt_faults){.write_fail_at = 2, .write_errno = EIO};
+	ck_assert_int_eq(ckpt_save(sfd, "f.ckpt", &o, NULL, &err), -EIO);
+	ck_assert_int_eq(store_entries(), 0);
+	/* a short write, then ENOSPC */
+	ckpt_faults = (struct ckpt_faults){
+		.write_fail_at = 2, .write_errno = ENOSPC, .short_write = true};
+	ck_assert_int_eq(ckpt_save(sfd, "f.ckpt", &o, NULL, &err), -ENOSPC);
+	ck_assert_int_eq(store_entries(), 0);
+	/* fsync fails: the data may not be durable, so nothing is published */
+	ckpt_faults = (struct ckpt_faults){.fsync_errno = EIO};
+	ck_assert_int_eq(ckpt_save(sfd, "f.ckpt", &o, NULL, &err), -EIO);
+	ck_assert_int_eq(store_entries(), 0);
+	ckpt_faults = (struct ckpt_faults){0};
+	ck_assert_int_eq(ckpt_save(sfd, "f.ckpt", &o, NULL, &err), 0);
+	ck_assert_int_eq(store_entries(), 1);
+}
+END_TEST
+
 START_TEST(cleanup)
 {
 	char path[256];
@@ -301,6 +350,7 @@ int main(void)
 	tcase_add_test(tc, incremental);
 	tcase_add_test(tc, refusals_leave_nothing);
 	tcase_add_test(tc, cleanup);
+	tcase_add_test(tc, faults);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
