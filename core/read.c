@@ -20,7 +20,10 @@
 
 #include "internal.h"
 
-#define RING  (256u * 1024)
+/* The kernel's readahead sends several requests at once and the worker
+ * threads may serve them out of order: a ring smaller than that window
+ * turns a reordering into a re-inflate from the start of the entry. */
+#define RING  (2048u * 1024)
 #define INBUF (64u * 1024)
 #define CHUNK (64u * 1024)  /* most output produced per inflate call */
 #define SEG   (128u * 1024) /* most output copied per ring refill */
