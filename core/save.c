@@ -717,17 +717,49 @@ out:
 
 /* A small entry written whole from memory (a link target, the manifest),
  * scanned like every other byte the save writes. */
-static int write_small(struct save *sv, const char *path, uint32_t mode,
-		       int64_t mtime, const char *data, size_t len)
+/* Scans bytes held in memory; path names them in a refusal. */
+static int scan_text(struct save *sv, const char *path, const char *data,
+		     size_t len)
 {
 	struct ckpt_finding f;
 	struct sentry e = {.path = (char *)path};
-	uint32_t crc = (uint32_t)crc32(0, (const Bytef *)data, (uInt)len);
 
 	ckpt_scan_reset(sv->scan);
 	if (ckpt_scan_feed(sv->scan, data, len, &f) == 1 ||
 	    ckpt_scan_finish(sv->scan, &f) == 1)
 		return secret(sv, &e, &f);
+	return 0;
+}
+
+/* run.json goes into the manifest; it is scanned on its own first, so a
+ * refusal names the file the user must fix, with its line. */
+static int scan_run(struct save *sv)
+{
+	char buf[65536];
+	ssize_t n;
+	int fd, rc;
+
+	if (!sv->o->run_json)
+		return 0;
+	fd = open(sv->o->run_json,
+		  O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return 0; /* gone: the manifest will not have it either */
+	n = read(fd, buf, sizeof(buf));
+	close(fd);
+	rc = n > 0 ? scan_text(sv, "run.json", buf, (size_t)n) : 0;
+	explicit_bzero(buf, sizeof(buf));
+	return rc;
+}
+
+static int write_small(struct save *sv, const char *path, uint32_t mode,
+		       int64_t mtime, const char *data, size_t len)
+{
+	uint32_t crc = (uint32_t)crc32(0, (const Bytef *)data, (uInt)len);
+	int rc = scan_text(sv, path, data, len);
+
+	if (rc < 0)
+		return rc;
 	if (zipw_begin(sv->w, path, strlen(path), mode, mtime, ZIP_METHOD_STORE,
 		       len) < 0 ||
 	    zipw_data(sv->w, data, len) < 0 ||
@@ -855,6 +887,9 @@ int ckpt_save(int dirfd, const char *file, const struct ckpt_save_opts *o,
 	created = o->created_ns
 			  ? o->created_ns
 			  : (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	rc = scan_run(&sv);
+	if (rc < 0)
+		goto out;
 	manifest = manifest_text(&sv, created);
 	if (!manifest) {
 		rc = ckpt_err_set(sv.err, -ENOMEM, "io", NULL, 0,

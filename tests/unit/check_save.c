@@ -264,6 +264,23 @@ START_TEST(refusals_leave_nothing)
 		count += de->d_name[0] != '.' || strlen(de->d_name) > 2;
 	closedir(d);
 	ck_assert_int_eq(count, 0);
+	/* a secret in run.json names run.json, not the manifest */
+	put("workspace/config.py", "ok", 2);
+	{
+		char run_json[300];
+		FILE *f;
+		snprintf(run_json, sizeof(run_json), "%s/run.json", run);
+		f = fopen(run_json, "w");
+		fprintf(f, "{\n\"id\": \"r\",\n\"note\": \"%s\"\n}\n", key);
+		fclose(f);
+		o.run_json = run_json;
+		ck_assert_int_eq(ckpt_save(sfd, "s.ckpt", &o, NULL, &err),
+				 -EPERM);
+		ck_assert_str_eq(err.path, "run.json");
+		ck_assert_uint_eq(err.line, 3);
+		unlink(run_json);
+		o.run_json = NULL;
+	}
 	/* a taken name */
 	put("workspace/config.py", "ok", 2);
 	ck_assert_int_eq(ckpt_save(sfd, "s.ckpt", &o, NULL, &err), 0);
