@@ -102,8 +102,7 @@ static char **load_list(const char *path, size_t *count)
 }
 
 /* Reads files k, k+m, k+2m, ... of the list; returns bytes, -1 on error. */
-static long long read_slice(int root, char **list, size_t n, size_t k,
-			    size_t m)
+static long long read_slice(int root, char **list, size_t n, size_t k, size_t m)
 {
 	long long total = 0;
 

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fuzz.h"
 #include "internal.h"
 
 #define FILE_NAME  "f.ckpt"
@@ -37,15 +38,6 @@ static uint8_t *kept;	   /* the first KEEP bytes of the current file */
 static const size_t chunks[] = {1, 7, 509, 4093, 65537, 131071, 300007};
 #define NCHUNK	  (sizeof(chunks) / sizeof(chunks[0]))
 #define MAX_CHUNK 300007
-
-#define CHECK(c)                                                               \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",       \
-				__FILE__, __LINE__, #c);                       \
-			abort();                                               \
-		}                                                              \
-	} while (0)
 
 struct run {
 	struct ckpt_archive *a;
@@ -71,16 +63,9 @@ static void cleanup(void)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	const char *tmp = getenv("TMPDIR");
-
 	(void)argc;
 	(void)argv;
-	snprintf(dir, sizeof(dir), "%s/ckptfs-fuzz.XXXXXX",
-		 tmp && strlen(tmp) < 32 ? tmp : "/tmp");
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
-		abort();
-	}
+	fuzz_tempdir(dir, sizeof(dir));
 	dirfd_ = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	chunk_buf = malloc(MAX_CHUNK);
 	kept = malloc(KEEP);

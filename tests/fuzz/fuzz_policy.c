@@ -20,16 +20,8 @@
 #include <unictype.h>
 #include <uninorm.h>
 
+#include "fuzz.h"
 #include "ckpt.h"
-
-#define CHECK(c)                                                               \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",       \
-				__FILE__, __LINE__, #c);                       \
-			abort();                                               \
-		}                                                              \
-	} while (0)
 
 /* ---- the fake tree ------------------------------------------------------ */
 

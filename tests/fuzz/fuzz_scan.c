@@ -17,16 +17,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz.h"
 #include "scan.h"
-
-#define CHECK(c)                                                               \
-	do {                                                                   \
-		if (!(c)) {                                                    \
-			fprintf(stderr, "%s:%d: invariant failed: %s\n",       \
-				__FILE__, __LINE__, #c);                       \
-			abort();                                               \
-		}                                                              \
-	} while (0)
 
 static char dir[64], allow_path[96];
 
@@ -40,16 +32,9 @@ static void cleanup(void)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-	const char *tmp = getenv("TMPDIR");
-
 	(void)argc;
 	(void)argv;
-	snprintf(dir, sizeof(dir), "%s/ckptfs-fuzz.XXXXXX",
-		 tmp && strlen(tmp) < 32 ? tmp : "/tmp");
-	if (!mkdtemp(dir)) {
-		perror("mkdtemp");
-		abort();
-	}
+	fuzz_tempdir(dir, sizeof(dir));
 	snprintf(allow_path, sizeof(allow_path), "%s/allow", dir);
 	atexit(cleanup);
 	return 0;
