@@ -64,6 +64,7 @@ struct item {
 	const uint8_t *hash; /* 16 bytes from the manifest, or NULL */
 	const char *target;  /* symlinks */
 	uint32_t target_len;
+	const struct mentry *chunked; /* its chunk table, or NULL */
 };
 
 struct build {
@@ -155,6 +156,20 @@ static enum ckpt_type zip_type(const struct zcd *e, bool slash, unsigned *mode)
 	return slash ? CKPT_DIR : CKPT_FILE;
 }
 
+/* A chunk table must describe this entry exactly: deflated, one chunk per
+ * chunk_size bytes, every chunk starting inside the compressed data. */
+static bool chunks_fit(const struct mentry *me, const struct zentry *z)
+{
+	uint64_t last;
+
+	if (me->type != CKPT_FILE || z->method != ZIP_METHOD_DEFLATE ||
+	    z->size == 0 ||
+	    (z->size - 1) / me->chunk_size + 1 != (uint64_t)me->nchunks)
+		return false;
+	memcpy(&last, me->chunks + (size_t)(me->nchunks - 1) * 16, 8);
+	return last < z->csize;
+}
+
 /* Decides one central directory record: hidden (counted, with a reason)
  * or a candidate item. */
 static int consider(struct build *b, const struct zcd *e)
@@ -203,6 +218,9 @@ static int consider(struct build *b, const struct zcd *e)
 			return hide_entry(a, "manifest-mismatch", path, len,
 					  "type or size differs from the "
 					  "manifest");
+		if (me->chunks && !chunks_fit(me, &e->z))
+			return hide_entry(a, "manifest-mismatch", path, len,
+					  "chunk table does not fit the entry");
 	}
 	/* The policy judges a link by its text, so the text is read now;
 	 * it is small by construction (MAX_LINK). */
@@ -246,6 +264,7 @@ static int consider(struct build *b, const struct zcd *e)
 	it->hash = me && me->has_hash ? me->hash : NULL;
 	it->target = target;
 	it->target_len = (uint32_t)tlen;
+	it->chunked = me && me->chunks ? me : NULL;
 	return 0;
 }
 
@@ -453,12 +472,32 @@ static int pool_put(char **pool, size_t *len, size_t *cap, const char *s,
 	return 0;
 }
 
+/* Copies a chunk table out of the manifest, which is freed after
+ * indexing; a->chunks has room for every table. */
+static int take_chunks(struct ckpt_archive *a, const struct mentry *me)
+{
+	struct chunktab *t = &a->chunks[a->nchunks];
+
+	t->off = malloc((size_t)me->nchunks * 2 * sizeof(uint64_t));
+	if (!t->off)
+		return -ENOMEM;
+	t->hash = t->off + me->nchunks;
+	for (uint32_t k = 0; k < me->nchunks; k++) {
+		memcpy(&t->off[k], me->chunks + (size_t)k * 16, 8);
+		memcpy(&t->hash[k], me->chunks + (size_t)k * 16 + 8, 8);
+	}
+	t->size = me->chunk_size;
+	t->n = me->nchunks;
+	a->nchunks++;
+	return 0;
+}
+
 /* Numbers the visible items breadth-first, so each directory's children
  * get consecutive node numbers in name order. */
 static int number(struct build *b, struct ckpt_err *err)
 {
 	struct ckpt_archive *a = b->a;
-	size_t n = b->nitems, nn = 0, nh = 0, plen = 0, pcap = 0;
+	size_t n = b->nitems, nn = 0, nh = 0, nc = 0, plen = 0, pcap = 0;
 	uint32_t *queue = malloc(n * sizeof(*queue));
 	uint32_t *num = malloc(n * sizeof(*num));
 	int rc = 0;
@@ -469,6 +508,7 @@ static int number(struct build *b, struct ckpt_err *err)
 		b->items[i].first = b->items[i].next = b->items[i].last =
 			UINT32_MAX;
 		nh += b->items[i].hash != NULL;
+		nc += b->items[i].chunked != NULL;
 	}
 	/* Child lists in item order, which is name order. */
 	for (size_t i = 1; i < n; i++) {
@@ -484,7 +524,9 @@ static int number(struct build *b, struct ckpt_err *err)
 	a->nodes = calloc(n, sizeof(*a->nodes));
 	a->hashes = nh ? malloc(nh * sizeof(*a->hashes)) : NULL;
 	a->verified = calloc(n, sizeof(*a->verified));
-	if (!a->nodes || (nh && !a->hashes) || !a->verified)
+	a->chunks = nc ? calloc(nc, sizeof(*a->chunks)) : NULL;
+	if (!a->nodes || (nh && !a->hashes) || !a->verified ||
+	    (nc && !a->chunks))
 		goto nomem;
 	nh = 0;
 	queue[0] = 0;
@@ -523,11 +565,19 @@ static int number(struct build *b, struct ckpt_err *err)
 				      it->target_len, &nd->u.link.off);
 			if (rc < 0)
 				goto out;
-		} else if (it->hash) {
-			memcpy(a->hashes[nh], it->hash, 16);
-			nd->u.file.hash = (uint32_t)nh++;
 		} else {
 			nd->u.file.hash = NO_HASH;
+			nd->u.file.chunks = NO_CHUNKS;
+			if (it->hash) {
+				memcpy(a->hashes[nh], it->hash, 16);
+				nd->u.file.hash = (uint32_t)nh++;
+			}
+			if (it->chunked) {
+				rc = take_chunks(a, it->chunked);
+				if (rc < 0)
+					goto out;
+				nd->u.file.chunks = a->nchunks - 1;
+			}
 		}
 	}
 	a->nnodes = (uint32_t)nn;
@@ -684,6 +734,8 @@ static int build(struct build *b, struct ckpt_err *err)
 	return rc;
 }
 
+static atomic_uint_fast64_t next_serial = 1;
+
 int ckpt_archive_open(int dirfd, const char *file,
 		      const struct ckpt_limits *lim, unsigned flags,
 		      struct ckpt_archive **out, struct ckpt_err *err)
@@ -696,6 +748,7 @@ int ckpt_archive_open(int dirfd, const char *file,
 	if (!a)
 		return oom(err);
 	atomic_init(&a->refs, 1);
+	a->serial = atomic_fetch_add(&next_serial, 1);
 	/* O_NONBLOCK: a FIFO named like a checkpoint must not hang us;
 	 * O_NOFOLLOW: a link to /dev/zero must not be followed. */
 	a->fd = openat(dirfd, file,
@@ -750,6 +803,9 @@ void ckpt_archive_unref(struct ckpt_archive *a)
 	free(a->nodes);
 	free(a->names);
 	free(a->hashes);
+	for (uint32_t i = 0; i < a->nchunks; i++)
+		free(a->chunks[i].off);
+	free(a->chunks);
 	free(a->verified);
 	free(a->origin);
 	free(a->parent);

@@ -76,7 +76,8 @@ struct node {
 			uint32_t len;
 		} link;
 		struct {
-			uint32_t hash; /* index into archive->hashes, or ~0 */
+			uint32_t hash;	 /* index into archive->hashes, or ~0 */
+			uint32_t chunks; /* index into archive->chunks, or ~0 */
 		} file;
 	} u;
 	uint16_t name_len;
@@ -85,7 +86,24 @@ struct node {
 };
 
 #define NO_HASH	     UINT32_MAX
+#define NO_CHUNKS    UINT32_MAX
 #define HIDDEN_RULES 16
+
+/* Saves deflate a file in chunks of CKPT_CHUNK bytes, each compressed on
+ * its own and ended by a full flush, so a reader can start inflating at
+ * any chunk.  A manifest may give other sizes within these bounds. */
+#define CKPT_CHUNK     (256u * 1024)
+#define CHUNK_SIZE_MIN 4096u
+#define CHUNK_SIZE_MAX (4u << 20)
+
+/* Chunk k of a chunked entry holds bytes [k*size, (k+1)*size); its
+ * compressed data starts off[k] bytes into the entry's data, and hash[k]
+ * is the XXH3-64 of its bytes. */
+struct chunktab {
+	uint32_t size, n;
+	uint64_t *off; /* n offsets, then n hashes, in one allocation */
+	uint64_t *hash;
+};
 
 struct ckpt_archive {
 	atomic_int refs;
@@ -96,8 +114,12 @@ struct ckpt_archive {
 
 	struct node *nodes; /* immutable after open */
 	uint32_t nnodes;
-	char *names;		/* component names and link targets */
-	uint8_t (*hashes)[16];	/* xxh3-128 of files, by node.u.file.hash */
+	char *names;		 /* component names and link targets */
+	uint8_t (*hashes)[16];	 /* xxh3-128 of files, by node.u.file.hash */
+	struct chunktab *chunks; /* by node.u.file.chunks */
+	uint32_t nchunks;
+	uint64_t serial;	/* unique in this process, never reused: names
+				 * the archive in caches that outlive it */
 	atomic_uchar *verified; /* per node: 0 unknown, 1 good, 2 bad */
 
 	int64_t created_ns;
@@ -216,6 +238,10 @@ struct mentry {
 	uint8_t hash[16];
 	const char *target; /* symlinks */
 	uint32_t target_len;
+	/* a chunked file: nchunks records of (offset, xxh3-64), each two
+	 * native uint64_t, unaligned (copy them out) */
+	const char *chunks;
+	uint32_t nchunks, chunk_size;
 };
 
 struct manifest {

@@ -133,9 +133,131 @@ void ckpt_format_time(int64_t ns, char out[40])
 /* Record fields are kept as pool offsets while the pool may still move. */
 struct raw {
 	struct mentry m;
-	int64_t path_off, target_off;
+	int64_t path_off, target_off, chunks_off;
 	bool has_path, known_type;
 };
+
+/* "chunks": {"size": S, "offsets": [0, ...], "xxh3_64": "<16 hex each>"}.
+ * Only the shape is checked here; whether the table fits the entry is
+ * the index's question. */
+static int parse_chunks(struct json *j, enum json_tok t, struct pool *pl,
+			struct raw *r, struct ckpt_err *err)
+{
+	uint64_t *off = NULL;
+	size_t n = 0, cap = 0;
+	int64_t size = -1, v;
+	char *hex = NULL;
+	size_t hex_len = 0;
+	bool have_off = false;
+	int rc = 0;
+
+	if (t != JSON_OBJ_BEGIN)
+		return bad(err, "chunks is not an object");
+	while (rc == 0 && (t = json_next(j)) == JSON_KEY) {
+		if (KEY(j, "size")) {
+			t = json_next(j);
+			if (size >= 0 || t != JSON_NUMBER ||
+			    json_int64(j, &size) < 0 || size < CHUNK_SIZE_MIN ||
+			    size > CHUNK_SIZE_MAX)
+				rc = bad(err, "chunks.size is malformed");
+		} else if (KEY(j, "offsets")) {
+			if (have_off || json_next(j) != JSON_ARR_BEGIN) {
+				rc = bad(err, "chunks.offsets is malformed");
+				break;
+			}
+			have_off = true;
+			while (rc == 0 && (t = json_next(j)) == JSON_NUMBER) {
+				if (json_int64(j, &v) < 0 || v < 0 ||
+				    (n > 0 && (uint64_t)v <= off[n - 1]) ||
+				    (n == 0 && v != 0)) {
+					rc = bad(err, "chunks.offsets must "
+						      "rise from 0");
+					break;
+				}
+				if (n == cap) {
+					uint64_t *no;
+					cap = cap ? cap * 2 : 64;
+					no = realloc(off, cap * sizeof(*off));
+					if (!no) {
+						rc = ckpt_err_set(err, -ENOMEM,
+								  "limit", NULL,
+								  0,
+								  "out of "
+								  "memory");
+						break;
+					}
+					off = no;
+				}
+				off[n++] = (uint64_t)v;
+			}
+			if (rc == 0 && t != JSON_ARR_END)
+				rc = bad(err, "chunks.offsets is malformed");
+		} else if (KEY(j, "xxh3_64")) {
+			if (hex || json_next(j) != JSON_STRING) {
+				rc = bad(err, "chunks.xxh3_64 is malformed");
+				break;
+			}
+			hex = malloc(j->str_len + 1);
+			if (!hex) {
+				rc = ckpt_err_set(err, -ENOMEM, "limit", NULL,
+						  0, "out of memory");
+				break;
+			}
+			memcpy(hex, j->str, j->str_len);
+			hex_len = j->str_len;
+		} else if (json_skip(j, json_next(j)) < 0) {
+			rc = bad(err, j->why ? j->why : "bad value");
+		}
+	}
+	if (rc == 0 && t != JSON_OBJ_END)
+		rc = bad(err, j->why ? j->why : "bad chunks");
+	if (rc == 0 && (size < 0 || n == 0 || !hex || hex_len != 16 * n ||
+			n > UINT32_MAX / 16))
+		rc = bad(err, "chunks needs size, offsets and one xxh3_64 "
+			      "per offset");
+	if (rc == 0) {
+		/* Two native words per chunk, the layout the index copies
+		 * out. */
+		uint64_t *rec = malloc(n * 2 * sizeof(*rec));
+		int64_t at;
+
+		if (!rec) {
+			rc = ckpt_err_set(err, -ENOMEM, "limit", NULL, 0,
+					  "out of memory");
+			goto out;
+		}
+		for (size_t i = 0; i < n && rc == 0; i++) {
+			uint64_t h = 0;
+			for (size_t d = 0; d < 16; d++) {
+				int x = hex_digit(hex[16 * i + d]);
+				if (x < 0) {
+					rc = bad(err, "chunks.xxh3_64 is not "
+						      "hex");
+					break;
+				}
+				h = h << 4 | (uint64_t)x;
+			}
+			rec[2 * i] = off[i];
+			rec[2 * i + 1] = h;
+		}
+		at = rc == 0 ? pool_add(pl, (const char *)rec,
+					n * 2 * sizeof(*rec))
+			     : 0;
+		free(rec);
+		if (at < 0)
+			rc = ckpt_err_set(err, -ENOMEM, "limit", NULL, 0,
+					  "out of memory");
+		else if (rc == 0) {
+			r->chunks_off = at;
+			r->m.nchunks = (uint32_t)n;
+			r->m.chunk_size = (uint32_t)size;
+		}
+	}
+out:
+	free(off);
+	free(hex);
+	return rc;
+}
 
 static int parse_entry(struct json *j, struct pool *pl, struct raw *r,
 		       struct ckpt_err *err)
@@ -146,6 +268,7 @@ static int parse_entry(struct json *j, struct pool *pl, struct raw *r,
 
 	memset(r, 0, sizeof(*r));
 	r->target_off = -1;
+	r->chunks_off = -1;
 	while ((t = json_next(j)) == JSON_KEY) {
 		enum {
 			F_PATH,
@@ -155,6 +278,7 @@ static int parse_entry(struct json *j, struct pool *pl, struct raw *r,
 			F_MTIME,
 			F_HASH,
 			F_TARGET,
+			F_CHUNKS,
 			F_OTHER
 		} f = F_OTHER;
 		if (KEY(j, "path"))
@@ -171,6 +295,8 @@ static int parse_entry(struct json *j, struct pool *pl, struct raw *r,
 			f = F_HASH;
 		else if (KEY(j, "target"))
 			f = F_TARGET;
+		else if (KEY(j, "chunks"))
+			f = F_CHUNKS;
 		t = json_next(j);
 		if (f == F_OTHER) {
 			if (json_skip(j, t) < 0)
@@ -182,6 +308,12 @@ static int parse_entry(struct json *j, struct pool *pl, struct raw *r,
 		if (seen & 1u << f)
 			return bad(err, "an entry field is given twice");
 		seen |= 1u << f;
+		if (f == F_CHUNKS) {
+			int rc = parse_chunks(j, t, pl, r, err);
+			if (rc < 0)
+				return rc;
+			continue;
+		}
 		if (f == F_PATH || f == F_TYPE || f == F_HASH ||
 		    f == F_TARGET) {
 			if (t != JSON_STRING)
@@ -312,6 +444,8 @@ static int parse_entries(struct json *j, struct manifest *m, struct pool *pl,
 		m->entries[i].path = pl->p + raw[i].path_off;
 		if (raw[i].target_off >= 0)
 			m->entries[i].target = pl->p + raw[i].target_off;
+		if (raw[i].chunks_off >= 0)
+			m->entries[i].chunks = pl->p + raw[i].chunks_off;
 	}
 	m->nentries = n;
 	qsort(m->entries, n, sizeof(*m->entries), cmp_mentry);

@@ -9,12 +9,21 @@
  * RING + INBUF whatever the entry's size.  The CRC and the manifest's
  * xxh3-128 are checked before the last byte of an entry is returned, so
  * content that fails them is never returned whole.
+ *
+ * Chunked entries (a chunk table in the manifest) and small deflated ones
+ * (one chunk: the whole entry) are inflated a chunk at a time instead,
+ * from any chunk, with libdeflate.  Each chunk is checked before any of it
+ * is returned: against its XXH3-64, or for a whole entry its CRC and
+ * xxh3-128.  Decoded chunks are shared by all readers through a small
+ * cache, so requests served out of order or by several threads inflate a
+ * chunk once, and readers of different chunks inflate in parallel.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <libdeflate.h>
 #include <xxhash.h>
 #include <zlib.h>
 
@@ -27,6 +36,11 @@
 #define INBUF (64u * 1024)
 #define CHUNK (64u * 1024)  /* most output produced per inflate call */
 #define SEG   (128u * 1024) /* most output copied per ring refill */
+
+/* Deflated entries up to this size without a chunk table are one chunk;
+ * it bounds the memory one cache slot may take. */
+#define WHOLE_MAX (1024u * 1024)
+#define SLOTS	  8
 
 struct ckpt_reader {
 	struct ckpt_archive *a; /* one reference, held until close */
@@ -51,6 +65,13 @@ struct ckpt_reader {
 
 	char *mem; /* content built in memory (a filtered manifest) */
 	size_t mem_len;
+
+	/* Chunked: tab is NULL for a whole entry.  A chunked entry is also
+	 * summed whole when its chunks are first reached in order (vchunk
+	 * is the next one), protected by lock. */
+	bool chunked;
+	const struct chunktab *tab;
+	uint32_t nchunk, vchunk;
 };
 
 static int fail(struct ckpt_reader *r, int code, const char *rule,
@@ -172,7 +193,16 @@ int ckpt_reader_open(struct ckpt_archive *a, uint32_t node,
 			goto nomem;
 		XXH3_128bits_reset(r->xs);
 	}
-	if (r->n->z.method == ZIP_METHOD_DEFLATE) {
+	if (r->n->z.method == ZIP_METHOD_DEFLATE &&
+	    r->n->u.file.chunks != NO_CHUNKS) {
+		r->tab = &a->chunks[r->n->u.file.chunks];
+		r->chunked = true;
+		r->nchunk = r->tab->n;
+	} else if (r->n->z.method == ZIP_METHOD_DEFLATE &&
+		   r->n->z.size <= WHOLE_MAX) {
+		r->chunked = true;
+		r->nchunk = 1;
+	} else if (r->n->z.method == ZIP_METHOD_DEFLATE) {
 		/* Small entries get small buffers: the whole content fits
 		 * the ring, so nothing is ever inflated twice. */
 		r->ring_size =
@@ -378,6 +408,265 @@ out:
 	return rc < 0 ? rc : (ssize_t)n;
 }
 
+/* ---- chunks ------------------------------------------------------------ */
+
+/* Where chunk k lives: its bytes [*uoff, *uoff + *ulen) of the content,
+ * compressed as [*coff, *coff + *clen) of the entry's data. */
+static void chunk_span(const struct ckpt_reader *r, uint32_t k, uint64_t *uoff,
+		       size_t *ulen, uint64_t *coff, uint64_t *clen)
+{
+	const struct chunktab *t = r->tab;
+	uint64_t size = r->n->z.size, csize = r->n->z.csize;
+
+	if (!t) {
+		*uoff = *coff = 0;
+		*ulen = (size_t)size;
+		*clen = csize;
+		return;
+	}
+	*uoff = (uint64_t)k * t->size;
+	*ulen = (size_t)(size - *uoff < t->size ? size - *uoff : t->size);
+	*coff = t->off[k];
+	*clen = (k + 1 < t->n ? t->off[k + 1] : csize) - *coff;
+}
+
+/* Inflates chunk k into dst (its exact length) and checks it. */
+static int chunk_inflate(struct ckpt_reader *r, uint32_t k, uint8_t *dst,
+			 struct ckpt_err *err)
+{
+	/* A full flush leaves the stream byte-aligned after an empty stored
+	 * block; this final empty block turns one chunk's bytes into a
+	 * complete stream that a whole-buffer inflater accepts. */
+	static const uint8_t tail[5] = {0x01, 0x00, 0x00, 0xff, 0xff};
+	struct libdeflate_decompressor *d;
+	enum libdeflate_result lr;
+	uint64_t uoff, coff, clen;
+	size_t ulen;
+	uint8_t *in;
+	bool last = k + 1 == r->nchunk;
+
+	chunk_span(r, k, &uoff, &ulen, &coff, &clen);
+	/* No deflate stream for ulen bytes is this long: a table that says
+	 * otherwise is not read. */
+	if (clen > (uint64_t)ulen + ulen / 8 + 4096)
+		return fail(r, -EIO, "crc", "chunk table is corrupt", err);
+	in = malloc((size_t)clen + sizeof(tail));
+	d = libdeflate_alloc_decompressor();
+	if (!in || !d) {
+		free(in);
+		libdeflate_free_decompressor(d);
+		return -ENOMEM;
+	}
+	if (pread_all(r->a->fd, in, (size_t)clen, r->data + coff) < 0) {
+		free(in);
+		libdeflate_free_decompressor(d);
+		return fail(r, -EIO, "io", "archive unreadable or truncated",
+			    err);
+	}
+	if (!last)
+		memcpy(in + clen, tail, sizeof(tail));
+	lr = libdeflate_deflate_decompress(
+		d, in, (size_t)clen + (last ? 0 : sizeof(tail)), dst, ulen,
+		NULL);
+	free(in);
+	libdeflate_free_decompressor(d);
+	if (lr != LIBDEFLATE_SUCCESS)
+		return fail(r, -EIO, "crc",
+			    lr == LIBDEFLATE_INSUFFICIENT_SPACE
+				    ? "content longer than its declared size"
+				    : "corrupt compressed data",
+			    err);
+	if (r->tab) {
+		if (XXH3_64bits(dst, ulen) != r->tab->hash[k])
+			return fail(r, -EIO, "crc",
+				    "content does not match its chunk hash",
+				    err);
+		return 0;
+	}
+	/* A whole entry: its own sums decide, every time it is inflated. */
+	bool ok = libdeflate_crc32(0, dst, ulen) == r->n->z.crc;
+	if (ok && r->n->u.file.hash != NO_HASH) {
+		XXH128_canonical_t c;
+		XXH128_canonicalFromHash(&c, XXH3_128bits(dst, ulen));
+		ok = memcmp(c.digest, r->a->hashes[r->n->u.file.hash], 16) == 0;
+	}
+	atomic_store(&r->a->verified[r->node], ok ? VERIFY_GOOD : VERIFY_BAD);
+	if (!ok)
+		return fail(r, -EIO, "crc",
+			    "content does not match its CRC "
+			    "or hash",
+			    err);
+	return 0;
+}
+
+/* The cache of inflated chunks, shared by every reader of every archive.
+ * A slot is named by the archive's serial, the node and the chunk; one
+ * thread inflates it while the others wanting it wait. */
+struct slot {
+	uint64_t serial; /* 0: empty */
+	uint32_t node, k;
+	bool loading;
+	int refs;
+	uint64_t used;
+	uint8_t *buf;
+	size_t cap, len;
+};
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	uint64_t tick;
+	struct slot s[SLOTS];
+} cache = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0, {{0}}};
+
+static struct slot *slot_find(const struct ckpt_reader *r, uint32_t k)
+{
+	for (int i = 0; i < SLOTS; i++) {
+		struct slot *s = &cache.s[i];
+		if (s->serial == r->a->serial && s->node == r->node &&
+		    s->k == k)
+			return s;
+	}
+	return NULL;
+}
+
+static struct slot *slot_victim(void)
+{
+	struct slot *v = NULL;
+
+	for (int i = 0; i < SLOTS; i++) {
+		struct slot *s = &cache.s[i];
+		if (s->refs == 0 && !s->loading && (!v || s->used < v->used))
+			v = s;
+	}
+	return v;
+}
+
+/* Returns chunk k held in a slot (release it with slot_put). */
+static int slot_get(struct ckpt_reader *r, uint32_t k, struct slot **out,
+		    struct ckpt_err *err)
+{
+	uint64_t uoff, coff, clen;
+	struct slot *s;
+	size_t ulen;
+	int rc;
+
+	chunk_span(r, k, &uoff, &ulen, &coff, &clen);
+	pthread_mutex_lock(&cache.lock);
+	for (;;) {
+		s = slot_find(r, k);
+		if (s && !s->loading)
+			break;
+		if (!s && (s = slot_victim()))
+			break;
+		pthread_cond_wait(&cache.cond, &cache.lock);
+	}
+	s->refs++;
+	s->used = ++cache.tick;
+	if (s->serial == r->a->serial && s->node == r->node && s->k == k) {
+		pthread_mutex_unlock(&cache.lock);
+		*out = s;
+		return 0;
+	}
+	s->serial = r->a->serial;
+	s->node = r->node;
+	s->k = k;
+	s->loading = true;
+	pthread_mutex_unlock(&cache.lock);
+
+	rc = 0;
+	if (s->cap < ulen) {
+		uint8_t *b = realloc(s->buf, ulen);
+		if (b) {
+			s->buf = b;
+			s->cap = ulen;
+		} else {
+			rc = -ENOMEM;
+		}
+	}
+	if (rc == 0)
+		rc = chunk_inflate(r, k, s->buf, err);
+	pthread_mutex_lock(&cache.lock);
+	s->loading = false;
+	s->len = ulen;
+	if (rc < 0) {
+		/* Waiters find no slot and try for themselves. */
+		s->serial = 0;
+		s->refs--;
+	}
+	pthread_cond_broadcast(&cache.cond);
+	pthread_mutex_unlock(&cache.lock);
+	*out = rc < 0 ? NULL : s;
+	return rc;
+}
+
+static void slot_put(struct slot *s)
+{
+	pthread_mutex_lock(&cache.lock);
+	if (--s->refs == 0)
+		pthread_cond_broadcast(&cache.cond);
+	pthread_mutex_unlock(&cache.lock);
+}
+
+/* The whole-content sums of a chunked entry, over chunks reached in
+ * order; before the last chunk is returned they decide. */
+static int chunk_sum(struct ckpt_reader *r, uint32_t k, const uint8_t *p,
+		     size_t n, struct ckpt_err *err)
+{
+	int rc = 0;
+
+	if (!r->tab || verified(r))
+		return 0;
+	pthread_mutex_lock(&r->lock);
+	if (k == r->vchunk) {
+		r->crc = libdeflate_crc32(r->crc, p, n);
+		if (r->xs)
+			XXH3_128bits_update(r->xs, p, n);
+		if (++r->vchunk == r->nchunk)
+			rc = vfinish(r, err);
+	}
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+static ssize_t read_chunked(struct ckpt_reader *r, uint8_t *buf, size_t n,
+			    uint64_t off, struct ckpt_err *err)
+{
+	uint32_t k = r->tab ? (uint32_t)(off / r->tab->size) : 0;
+	size_t done = 0;
+
+	while (done < n) {
+		uint64_t uoff, coff, clen, at = off + done;
+		size_t ulen, skip, c;
+		struct slot *s;
+		int rc;
+
+		chunk_span(r, k, &uoff, &ulen, &coff, &clen);
+		skip = (size_t)(at - uoff);
+		c = ulen - skip < n - done ? ulen - skip : n - done;
+		if (skip == 0 && c == ulen) {
+			/* The request covers the chunk: straight into the
+			 * caller's buffer, no copy. */
+			rc = chunk_inflate(r, k, buf + done, err);
+			if (rc == 0)
+				rc = chunk_sum(r, k, buf + done, c, err);
+		} else {
+			rc = slot_get(r, k, &s, err);
+			if (rc == 0) {
+				rc = chunk_sum(r, k, s->buf, s->len, err);
+				if (rc == 0)
+					memcpy(buf + done, s->buf + skip, c);
+				slot_put(s);
+			}
+		}
+		if (rc < 0)
+			return rc;
+		done += c;
+		k++;
+	}
+	return (ssize_t)n;
+}
+
 ssize_t ckpt_reader_pread(struct ckpt_reader *r, void *buf, size_t size,
 			  uint64_t off, struct ckpt_err *err)
 {
@@ -402,5 +691,7 @@ ssize_t ckpt_reader_pread(struct ckpt_reader *r, void *buf, size_t size,
 		size = (size_t)(total - off);
 	if (r->n->z.method == ZIP_METHOD_STORE)
 		return read_stored(r, buf, size, off, err);
+	if (r->chunked)
+		return read_chunked(r, buf, size, off, err);
 	return read_deflated(r, buf, size, off, err);
 }

@@ -15,6 +15,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libdeflate.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,7 +31,6 @@
 #include "scan.h"
 #include "select.h"
 
-#define CHUNK	(256u * 1024)
 #define TMP_TAG ".tmp-"
 
 static const char *const tier_name[CKPT_TIER_COUNT] = {"world", "workspace",
@@ -45,6 +46,11 @@ struct sentry {
 	int64_t mtime_ns;
 	char *target;
 	uint8_t hash[16];
+	uint32_t crc;
+	uint64_t size_hint; /* the size when opened */
+	/* deflated in more than one chunk: (offset, xxh3-64) pairs */
+	uint64_t *chunks;
+	uint32_t nchunks, chunk_cap, chunk_size;
 };
 
 struct save {
@@ -55,9 +61,7 @@ struct save {
 	size_t n, cap;
 	struct zipw *w;
 	struct ckpt_scan *scan;
-	z_stream zs;
-	bool zinit;
-	uint8_t *in, *out;
+	struct crew *crew;
 	XXH3_state_t *xs;
 };
 
@@ -381,10 +385,8 @@ bool is_transcript(const char *path)
 static int secret(struct save *sv, const struct sentry *e,
 		  const struct ckpt_finding *f)
 {
-	/* The buffers may hold the secret: nothing of it outlives the
-	 * refusal. */
-	explicit_bzero(sv->in, CHUNK);
-	explicit_bzero(sv->out, CHUNK + 1024);
+	/* The buffers may hold the secret: the crew wipes them when the
+	 * save ends. */
 	ckpt_err_set(sv->err, -EPERM, f->rule, e->path, strlen(e->path),
 		     "secret-shaped content (%s) at line %u, fingerprint %s: "
 		     "remove it, exclude the file, or allow the fingerprint "
@@ -396,41 +398,179 @@ static int secret(struct save *sv, const struct sentry *e,
 	return -EPERM;
 }
 
-/* Deflates in[0..n) (finishing the stream if fin) and writes the output. */
-static int deflate_out(struct save *sv, const uint8_t *in, size_t n, bool fin,
-		       uint64_t *csize)
-{
-	int zr;
+/* ---- compressing on every core ------------------------------------------ */
 
-	sv->zs.next_in = (Bytef *)in;
-	sv->zs.avail_in = (uInt)n;
-	do {
-		size_t made;
-		sv->zs.next_out = sv->out;
-		sv->zs.avail_out = CHUNK + 1024;
-		zr = deflate(&sv->zs, fin ? Z_FINISH : Z_NO_FLUSH);
-		if (zr == Z_STREAM_ERROR)
-			return -EIO;
-		made = CHUNK + 1024 - sv->zs.avail_out;
-		if (made && zipw_data(sv->w, sv->out, made) < 0)
-			return -EIO;
-		*csize += made;
-	} while (sv->zs.avail_out == 0 || (fin && zr != Z_STREAM_END));
-	return 0;
+/*
+ * Entries go through a ring of jobs in archive order.  The saving thread
+ * reads, scans and sums each file a chunk at a time and queues the chunks;
+ * workers (one per core) deflate them, each chunk on its own; the saving
+ * thread writes finished jobs in order.  A chunk that is not a file's last
+ * ends with a full flush, so its compressed bytes start at a byte boundary
+ * and need nothing before them: the entry is one ordinary deflate stream,
+ * and its chunk table lets a reader start at any chunk.  A file's last
+ * chunk (for most files the only one) is a complete stream end, which
+ * libdeflate writes faster than zlib.
+ */
+
+#define JOBS	    16
+#define MAX_WORKERS 8
+/* A fixed-Huffman final block holding only end-of-block: ends a stream
+ * after a full flush, for a file whose size turned out to be a whole
+ * number of chunks. */
+static const uint8_t stream_end[2] = {0x03, 0x00};
+
+enum job_kind {
+	JOB_CHUNK, /* a piece of a file */
+	JOB_END,   /* a file that ended on a chunk boundary */
+	JOB_DIR,
+	JOB_LINK,
+	JOB_COPY /* an unchanged file, from the parent */
+};
+
+struct job {
+	enum job_kind kind;
+	struct sentry *e;
+	bool first, last, deflate;
+	bool done;     /* compressed, or nothing to compress */
+	uint64_t hash; /* chunks: XXH3-64 of in[] */
+	uint8_t *in, *out;
+	size_t in_len, out_len;
+	/* JOB_COPY: the parent's entry */
+	const struct node *pn;
+	int64_t pdata;
+};
+
+struct crew;
+struct worker {
+	struct crew *crew;
+	pthread_t th;
+	z_stream zs;
+	struct libdeflate_compressor *ld;
+};
+
+struct crew {
+	pthread_mutex_t lock;
+	pthread_cond_t todo, finished;
+	struct job job[JOBS];
+	uint64_t head, next, tail; /* write, compress, fill positions */
+	bool stop;
+	int nworkers;
+	struct worker w[MAX_WORKERS];
+	size_t out_cap;
+	/* the file being written (JOB_CHUNK), for the writer */
+	uint16_t method;
+	uint64_t csize;
+};
+
+static size_t out_bound(void)
+{
+	/* deflateBound of a default stream, and a full flush's marker */
+	return CKPT_CHUNK + CKPT_CHUNK / 1000 + 64 + 1024;
 }
 
-/* Deflates the first chunk into sv->out with a sync flush, so its whole
- * output is known before the method is chosen; the stream goes on from
- * there if deflate wins.  Returns the bytes produced. */
-static size_t deflate_trial(struct save *sv, size_t n)
+static void compress_job(struct job *j, z_stream *zs,
+			 struct libdeflate_compressor *ld, size_t cap)
 {
-	sv->zs.next_in = sv->in;
-	sv->zs.avail_in = (uInt)n;
-	sv->zs.next_out = sv->out;
-	sv->zs.avail_out = CHUNK + 1024;
-	/* CHUNK + 1024 holds deflate's worst case for CHUNK bytes. */
-	deflate(&sv->zs, Z_SYNC_FLUSH);
-	return CHUNK + 1024 - sv->zs.avail_out;
+	if (j->last) {
+		j->out_len = libdeflate_deflate_compress(ld, j->in, j->in_len,
+							 j->out, cap);
+		if (j->out_len > 0)
+			return;
+		/* It did not fit the bound: zlib's answer below. */
+	}
+	deflateReset(zs);
+	zs->next_in = j->in;
+	zs->avail_in = (uInt)j->in_len;
+	zs->next_out = j->out;
+	zs->avail_out = (uInt)cap;
+	deflate(zs, j->last ? Z_FINISH : Z_FULL_FLUSH);
+	j->out_len = cap - zs->avail_out;
+}
+
+static void *worker_main(void *arg)
+{
+	struct worker *w = arg;
+	struct crew *c = w->crew;
+
+	pthread_mutex_lock(&c->lock);
+	for (;;) {
+		struct job *j;
+
+		/* Positions before head are written; their slots may hold
+		 * newer jobs still being filled. */
+		if (c->next < c->head)
+			c->next = c->head;
+		while (!c->stop && c->next == c->tail)
+			pthread_cond_wait(&c->todo, &c->lock);
+		if (c->stop)
+			break;
+		j = &c->job[c->next++ % JOBS];
+		if (j->done)
+			continue;
+		pthread_mutex_unlock(&c->lock);
+		compress_job(j, &w->zs, w->ld, c->out_cap);
+		pthread_mutex_lock(&c->lock);
+		j->done = true;
+		pthread_cond_broadcast(&c->finished);
+	}
+	pthread_mutex_unlock(&c->lock);
+	return NULL;
+}
+
+static int crew_start(struct crew *c)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	memset(c, 0, sizeof(*c));
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->todo, NULL);
+	pthread_cond_init(&c->finished, NULL);
+	c->out_cap = out_bound();
+	n = n < 1 ? 1 : n > MAX_WORKERS ? MAX_WORKERS : n;
+	for (long i = 0; i < n; i++) {
+		struct worker *w = &c->w[c->nworkers];
+
+		w->crew = c;
+		w->ld = libdeflate_alloc_compressor(6);
+		if (!w->ld || deflateInit2(&w->zs, 6, Z_DEFLATED, -MAX_WBITS, 8,
+					   Z_DEFAULT_STRATEGY) != Z_OK) {
+			libdeflate_free_compressor(w->ld);
+			break;
+		}
+		if (pthread_create(&w->th, NULL, worker_main, w) != 0) {
+			deflateEnd(&w->zs);
+			libdeflate_free_compressor(w->ld);
+			break;
+		}
+		c->nworkers++;
+	}
+	return c->nworkers > 0 ? 0 : -ENOMEM;
+}
+
+/* Stops the workers and frees every buffer, wiping it: a refused save's
+ * buffers may hold the secret. */
+static void crew_stop(struct crew *c)
+{
+	pthread_mutex_lock(&c->lock);
+	c->stop = true;
+	pthread_cond_broadcast(&c->todo);
+	pthread_mutex_unlock(&c->lock);
+	for (int i = 0; i < c->nworkers; i++) {
+		pthread_join(c->w[i].th, NULL);
+		deflateEnd(&c->w[i].zs);
+		libdeflate_free_compressor(c->w[i].ld);
+	}
+	for (int i = 0; i < JOBS; i++) {
+		if (c->job[i].in)
+			explicit_bzero(c->job[i].in, CKPT_CHUNK);
+		if (c->job[i].out)
+			explicit_bzero(c->job[i].out, c->out_cap);
+		free(c->job[i].in);
+		free(c->job[i].out);
+	}
+	pthread_cond_destroy(&c->todo);
+	pthread_cond_destroy(&c->finished);
+	pthread_mutex_destroy(&c->lock);
 }
 
 static int write_failed(struct save *sv, const char *path)
@@ -441,16 +581,211 @@ static int write_failed(struct save *sv, const char *path)
 			    "cannot write the checkpoint: %s", strerror(-rc));
 }
 
+static int add_chunk(struct sentry *e, uint64_t off, uint64_t hash)
+{
+	if (e->nchunks == e->chunk_cap) {
+		uint32_t cap = e->chunk_cap ? e->chunk_cap * 2 : 16;
+		uint64_t *p = realloc(e->chunks, (size_t)cap * 2 * sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		e->chunks = p;
+		e->chunk_cap = cap;
+	}
+	e->chunks[2 * e->nchunks] = off;
+	e->chunks[2 * e->nchunks + 1] = hash;
+	e->nchunks++;
+	return 0;
+}
+
+/* Copies the parent's compressed bytes of an unchanged file. */
+static int write_copy(struct save *sv, struct job *j)
+{
+	struct ckpt_archive *p = sv->o->parent;
+	const struct node *n = j->pn;
+	struct sentry *e = j->e;
+	uint8_t buf[64 * 1024];
+	uint64_t left;
+
+	if (zipw_begin(sv->w, e->path, strlen(e->path), S_IFREG | e->mode,
+		       e->mtime_ns, n->z.method, n->z.size) < 0)
+		return write_failed(sv, e->path);
+	for (left = n->z.csize; left > 0;) {
+		size_t c = left < sizeof(buf) ? (size_t)left : sizeof(buf);
+		if (pread(p->fd, buf, c,
+			  (off_t)((uint64_t)j->pdata + n->z.csize - left)) !=
+		    (ssize_t)c)
+			return ckpt_err_set(sv->err, -EIO, "io", e->path,
+					    strlen(e->path),
+					    "parent checkpoint unreadable");
+		if (zipw_data(sv->w, buf, c) < 0)
+			return write_failed(sv, e->path);
+		left -= c;
+	}
+	if (zipw_end(sv->w, n->z.crc, n->z.csize, n->z.size) < 0)
+		return write_failed(sv, e->path);
+	return 0;
+}
+
+/* Writes one finished job, in archive order. */
+static int write_job(struct save *sv, struct job *j)
+{
+	struct crew *c = sv->crew;
+	struct sentry *e = j->e;
+	char dir[4200];
+
+	switch (j->kind) {
+	case JOB_DIR:
+		snprintf(dir, sizeof(dir), "%s/", e->path);
+		if (zipw_begin(sv->w, dir, strlen(dir), S_IFDIR | e->mode,
+			       e->mtime_ns, ZIP_METHOD_STORE, 0) < 0 ||
+		    zipw_end(sv->w, 0, 0, 0) < 0)
+			return write_failed(sv, e->path);
+		return 0;
+	case JOB_LINK: {
+		size_t len = strlen(e->target);
+		uint32_t crc = libdeflate_crc32(0, e->target, len);
+		if (zipw_begin(sv->w, e->path, strlen(e->path), S_IFLNK | 0777,
+			       e->mtime_ns, ZIP_METHOD_STORE, len) < 0 ||
+		    zipw_data(sv->w, e->target, len) < 0 ||
+		    zipw_end(sv->w, crc, len, len) < 0)
+			return write_failed(sv, e->path);
+		return 0;
+	}
+	case JOB_COPY:
+		return write_copy(sv, j);
+	case JOB_CHUNK:
+	case JOB_END:
+		break;
+	}
+	if (j->first) {
+		/* The first chunk decides: formats that are compressed
+		 * already are stored, and so is anything deflate cannot
+		 * shrink by a 64th. */
+		c->method = ZIP_METHOD_DEFLATE;
+		if (!j->deflate ||
+		    (j->in_len > 0 && j->out_len + j->in_len / 64 >= j->in_len))
+			c->method = ZIP_METHOD_STORE;
+		c->csize = 0;
+		if (zipw_begin(sv->w, e->path, strlen(e->path),
+			       S_IFREG | e->mode, e->mtime_ns, c->method,
+			       e->size_hint) < 0)
+			return write_failed(sv, e->path);
+	}
+	if (j->kind == JOB_END) {
+		if (c->method == ZIP_METHOD_DEFLATE) {
+			if (zipw_data(sv->w, stream_end, sizeof(stream_end)) <
+			    0)
+				return write_failed(sv, e->path);
+			c->csize += sizeof(stream_end);
+		}
+	} else if (c->method == ZIP_METHOD_DEFLATE) {
+		if (add_chunk(e, c->csize, j->hash) < 0)
+			return ckpt_err_set(sv->err, -ENOMEM, "io", NULL, 0,
+					    "out of memory");
+		if (zipw_data(sv->w, j->out, j->out_len) < 0)
+			return write_failed(sv, e->path);
+		c->csize += j->out_len;
+	} else {
+		if (zipw_data(sv->w, j->in, j->in_len) < 0)
+			return write_failed(sv, e->path);
+		c->csize += j->in_len;
+	}
+	if (sv->o->progress)
+		atomic_fetch_add(&sv->o->progress->bytes_done, j->in_len);
+	if (!j->last)
+		return 0;
+	/* One chunk needs no table: the entry is read whole. */
+	if (e->nchunks < 2) {
+		free(e->chunks);
+		e->chunks = NULL;
+		e->nchunks = e->chunk_cap = 0;
+	}
+	e->chunk_size = CKPT_CHUNK;
+	if (zipw_end(sv->w, e->crc, c->csize, e->size) < 0)
+		return write_failed(sv, e->path);
+	return 0;
+}
+
+/* Writes finished jobs in order until at most keep are left in the ring.
+ * Returns the first error. */
+static int drain(struct save *sv, unsigned keep)
+{
+	struct crew *c = sv->crew;
+	int rc = 0;
+
+	pthread_mutex_lock(&c->lock);
+	while (rc == 0 && c->tail - c->head > keep) {
+		struct job *j = &c->job[c->head % JOBS];
+		while (!j->done)
+			pthread_cond_wait(&c->finished, &c->lock);
+		pthread_mutex_unlock(&c->lock);
+		rc = write_job(sv, j);
+		pthread_mutex_lock(&c->lock);
+		c->head++;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+/* The next free job, its buffers ready for a chunk. */
+static int job_claim(struct save *sv, enum job_kind kind, struct sentry *e,
+		     struct job **out)
+{
+	struct crew *c = sv->crew;
+	struct job *j;
+	int rc = drain(sv, JOBS - 1);
+
+	if (rc < 0)
+		return rc;
+	j = &c->job[c->tail % JOBS];
+	if (kind == JOB_CHUNK && !j->in) {
+		j->in = malloc(CKPT_CHUNK);
+		j->out = malloc(c->out_cap);
+		if (!j->in || !j->out)
+			return ckpt_err_set(sv->err, -ENOMEM, "io", NULL, 0,
+					    "out of memory");
+	}
+	j->kind = kind;
+	j->e = e;
+	j->first = j->last = j->deflate = j->done = false;
+	j->in_len = j->out_len = 0;
+	*out = j;
+	return 0;
+}
+
+static void job_queue(struct save *sv, struct job *j)
+{
+	struct crew *c = sv->crew;
+
+	pthread_mutex_lock(&c->lock);
+	if (!j->deflate)
+		j->done = true;
+	c->tail++;
+	pthread_cond_signal(&c->todo);
+	pthread_mutex_unlock(&c->lock);
+}
+
+static int queue_simple(struct save *sv, enum job_kind kind, struct sentry *e)
+{
+	struct job *j;
+	int rc = job_claim(sv, kind, e, &j);
+
+	if (rc == 0)
+		job_queue(sv, j);
+	return rc;
+}
+
+/* Reads one file a chunk at a time: each chunk is scanned, summed and
+ * queued.  Returns 1 when the file vanished before it was opened. */
 static int write_file(struct save *sv, struct sentry *e)
 {
-	uint64_t limit = UINT64_MAX, done = 0, csize = 0;
-	uint32_t crc = 0;
-	struct stat st;
+	uint64_t limit = UINT64_MAX, done = 0;
+	XXH3_state_t *xs = sv->xs;
 	struct ckpt_finding f;
-	uint16_t method = ZIP_METHOD_DEFLATE;
 	XXH128_canonical_t c;
-	size_t got;
-	bool first = true;
+	bool first = true, store = false;
+	struct stat st;
+	uint32_t crc = 0;
 	int fd, rc = 0;
 
 	fd = open(e->src, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
@@ -468,106 +803,85 @@ static int write_file(struct save *sv, struct sentry *e)
 	}
 	if (is_transcript(e->path))
 		limit = whole_lines(fd, (uint64_t)st.st_size);
+	e->size_hint = (uint64_t)st.st_size;
 	ckpt_scan_reset(sv->scan);
-	XXH3_128bits_reset(sv->xs);
-	/* At least one pass, even for nothing to read: the first pass
-	 * writes the entry's header. */
+	XXH3_128bits_reset(xs);
+	/* At least one chunk, even of nothing: it writes the header. */
 	for (;;) {
-		size_t want =
-			limit - done < CHUNK ? (size_t)(limit - done) : CHUNK;
-		rc = read_some(fd, sv->in, want, &got);
+		size_t want = limit - done < CKPT_CHUNK ? (size_t)(limit - done)
+							: CKPT_CHUNK;
+		size_t got;
+		struct job *j;
+
+		rc = job_claim(sv, JOB_CHUNK, e, &j);
+		if (rc < 0)
+			goto out;
+		rc = read_some(fd, j->in, want, &got);
 		if (rc < 0) {
 			ckpt_err_set(sv->err, rc, "io", e->path,
 				     strlen(e->path), "read failed: %s",
 				     strerror(-rc));
 			goto out;
 		}
-		if (got == 0 && !first)
-			break;
-		if (ckpt_scan_feed(sv->scan, sv->in, got, &f) == 1) {
+		if (got == 0 && !first) {
+			/* The last chunk was full: end the stream. */
+			j->kind = JOB_END;
+			j->last = true;
+			goto last;
+		}
+		if (ckpt_scan_feed(sv->scan, j->in, got, &f) == 1) {
 			rc = secret(sv, e, &f);
 			goto out;
 		}
-		crc = (uint32_t)crc32(crc, sv->in, (uInt)got);
-		XXH3_128bits_update(sv->xs, sv->in, got);
-		if (first) {
-			size_t trial = 0;
-
-			deflateReset(&sv->zs);
-			/* Formats that are compressed already are stored; so
-			 * is anything the first chunk shows deflate cannot
-			 * shrink by a 64th. */
-			if (compressed_magic(sv->in, got))
-				method = ZIP_METHOD_STORE;
-			else if ((trial = deflate_trial(sv, got)) + got / 64 >=
-					 got &&
-				 got > 0)
-				method = ZIP_METHOD_STORE;
-			rc = zipw_begin(sv->w, e->path, strlen(e->path),
-					S_IFREG | e->mode, e->mtime_ns, method,
-					(uint64_t)st.st_size);
-			if (rc < 0)
-				goto io;
-			first = false;
-			if (method == ZIP_METHOD_DEFLATE) {
-				/* The trial is the stream's beginning. */
-				if (trial &&
-				    zipw_data(sv->w, sv->out, trial) < 0)
-					goto io;
-				csize += trial;
-				done += got;
-				goto counted;
-			}
-		}
+		if (first && compressed_magic(j->in, got))
+			store = true;
+		crc = libdeflate_crc32(crc, j->in, got);
+		XXH3_128bits_update(xs, j->in, got);
+		j->hash = XXH3_64bits(j->in, got);
+		j->in_len = got;
+		j->first = first;
+		j->deflate = !store;
+		j->last = got < want || done + got >= limit;
+		first = false;
 		done += got;
-		if (method == ZIP_METHOD_STORE) {
-			csize += got;
-			if (zipw_data(sv->w, sv->in, got) < 0)
-				goto io;
-		} else if (deflate_out(sv, sv->in, got, false, &csize) < 0) {
-			goto io;
+		if (!j->last) {
+			job_queue(sv, j);
+			continue;
 		}
-	counted:
-		if (sv->o->progress)
-			atomic_fetch_add(&sv->o->progress->bytes_done, got);
-		if (got < want || done >= limit)
-			break; /* end of file (it may have shrunk), or limit */
+	last:
+		if (ckpt_scan_finish(sv->scan, &f) == 1) {
+			rc = secret(sv, e, &f);
+			goto out;
+		}
+		/* Stored as read: the size and hash are of what was
+		 * stored.  The writer reads them once it reaches this
+		 * job. */
+		e->size = done;
+		e->crc = crc;
+		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(xs));
+		memcpy(e->hash, c.digest, 16);
+		job_queue(sv, j);
+		break;
 	}
-	if (ckpt_scan_finish(sv->scan, &f) == 1) {
-		rc = secret(sv, e, &f);
-		goto out;
-	}
-	if (method == ZIP_METHOD_DEFLATE &&
-	    deflate_out(sv, NULL, 0, true, &csize) < 0)
-		goto io;
-	/* Stored as read: the size and hash are of what was stored. */
-	e->size = done;
-	XXH128_canonicalFromHash(&c, XXH3_128bits_digest(sv->xs));
-	memcpy(e->hash, c.digest, 16);
-	if (zipw_end(sv->w, crc, csize, done) < 0)
-		goto io;
 	sv->res->files++;
 	sv->res->bytes += done;
-	close(fd);
-	return 0;
-io:
-	rc = write_failed(sv, e->path);
 out:
 	close(fd);
 	return rc;
 }
 
-/* The parent's bytes for an unchanged entry, copied without inflating:
- * same path, type, size and mtime, and scanned by the same rules. */
+/* An unchanged entry (same path, type, size and mtime as in the parent,
+ * which was scanned by the same rules) is copied from the parent's
+ * compressed bytes.  Returns 1 when it cannot be. */
 static int copy_from_parent(struct save *sv, struct sentry *e)
 {
 	struct ckpt_archive *p = sv->o->parent;
 	const struct node *n;
 	uint32_t node = CKPT_NODE_ROOT;
 	const char *s = e->path;
-	uint8_t *buf = sv->out;
+	struct job *j;
 	int64_t data;
-	uint64_t left;
+	int rc;
 
 	if (!p || !p->scan_rules ||
 	    strcmp(p->scan_rules, CKPT_SCAN_RULES_VERSION) != 0)
@@ -587,25 +901,21 @@ static int copy_from_parent(struct save *sv, struct sentry *e)
 	data = zip_data_offset(p->fd, &n->z, e->path, strlen(e->path), NULL);
 	if (data < 0)
 		return 1;
-	if (zipw_begin(sv->w, e->path, strlen(e->path), S_IFREG | e->mode,
-		       e->mtime_ns, n->z.method, n->z.size) < 0)
-		return -EIO;
-	for (left = n->z.csize; left > 0;) {
-		size_t c = left < CHUNK ? (size_t)left : CHUNK;
-		/* Half an entry is written: no falling back from here. */
-		if (pread(p->fd, buf, c,
-			  (off_t)((uint64_t)data + n->z.csize - left)) !=
-		    (ssize_t)c)
-			return ckpt_err_set(sv->err, -EIO, "io", e->path,
-					    strlen(e->path),
-					    "parent checkpoint unreadable");
-		if (zipw_data(sv->w, buf, c) < 0)
-			return -EIO;
-		left -= c;
+	if (n->u.file.chunks != NO_CHUNKS) {
+		const struct chunktab *t = &p->chunks[n->u.file.chunks];
+		for (uint32_t k = 0; k < t->n; k++)
+			if (add_chunk(e, t->off[k], t->hash[k]) < 0)
+				return ckpt_err_set(sv->err, -ENOMEM, "io",
+						    NULL, 0, "out of memory");
+		e->chunk_size = t->size;
 	}
 	memcpy(e->hash, p->hashes[n->u.file.hash], 16);
-	if (zipw_end(sv->w, n->z.crc, n->z.csize, n->z.size) < 0)
-		return -EIO;
+	rc = job_claim(sv, JOB_COPY, e, &j);
+	if (rc < 0)
+		return rc;
+	j->pn = n;
+	j->pdata = data;
+	job_queue(sv, j);
 	sv->res->files++;
 	sv->res->copied++;
 	sv->res->bytes += e->size;
@@ -649,6 +959,37 @@ static cJSON *run_metadata(const char *path)
 		run = NULL;
 	}
 	return run;
+}
+
+/* "chunks": where a reader may start inflating, and each chunk's hash. */
+static int add_chunks(cJSON *r, const struct sentry *e)
+{
+	cJSON *ch = cJSON_AddObjectToObject(r, "chunks"), *offs;
+	char num[32], *hex = malloc((size_t)e->nchunks * 16 + 1);
+	int rc = -ENOMEM;
+
+	if (!ch || !hex)
+		goto out;
+	add_int(ch, "size", e->chunk_size);
+	offs = cJSON_AddArrayToObject(ch, "offsets");
+	for (uint32_t k = 0; offs && k < e->nchunks; k++) {
+		cJSON *v;
+		snprintf(num, sizeof(num), "%llu",
+			 (unsigned long long)e->chunks[2 * k]);
+		v = cJSON_CreateRaw(num);
+		if (!v || !cJSON_AddItemToArray(offs, v)) {
+			cJSON_Delete(v);
+			goto out;
+		}
+		snprintf(hex + 16 * k, 17, "%016llx",
+			 (unsigned long long)e->chunks[2 * k + 1]);
+	}
+	hex[(size_t)e->nchunks * 16] = '\0';
+	if (offs && cJSON_AddStringToObject(ch, "xxh3_64", hex))
+		rc = 0;
+out:
+	free(hex);
+	return rc;
 }
 
 static char *manifest_text(struct save *sv, int64_t created)
@@ -704,6 +1045,8 @@ static char *manifest_text(struct save *sv, int64_t created)
 			for (int k = 0; k < 16; k++)
 				snprintf(hex + 2 * k, 3, "%02x", e->hash[k]);
 			cJSON_AddStringToObject(r, "xxh3_128", hex);
+			if (e->nchunks > 1 && add_chunks(r, e) < 0)
+				goto out;
 		}
 		if (e->type == CKPT_SYMLINK)
 			cJSON_AddStringToObject(r, "target", e->target);
@@ -774,22 +1117,17 @@ static int write_entries(struct save *sv)
 
 	for (size_t i = 0; i < sv->n && rc >= 0; i++) {
 		struct sentry *e = &sv->e[i];
-		char dir[4200];
 
 		switch (e->type) {
 		case CKPT_DIR:
-			snprintf(dir, sizeof(dir), "%s/", e->path);
-			if (zipw_begin(sv->w, dir, strlen(dir),
-				       S_IFDIR | e->mode, e->mtime_ns,
-				       ZIP_METHOD_STORE, 0) < 0 ||
-			    zipw_end(sv->w, 0, 0, 0) < 0)
-				rc = write_failed(sv, e->path);
+			rc = queue_simple(sv, JOB_DIR, e);
 			sv->res->dirs++;
 			break;
 		case CKPT_SYMLINK:
-			rc = write_small(sv, e->path, S_IFLNK | 0777,
-					 e->mtime_ns, e->target,
-					 strlen(e->target));
+			rc = scan_text(sv, e->path, e->target,
+				       strlen(e->target));
+			if (rc == 0)
+				rc = queue_simple(sv, JOB_LINK, e);
 			sv->res->links++;
 			break;
 		default:
@@ -797,27 +1135,33 @@ static int write_entries(struct save *sv)
 			if (rc == 1)
 				rc = write_file(sv, e);
 			if (rc == 1) {
-				/* Vanished since the walk: leave it out. */
+				/* Vanished since the walk: leave it out (no
+				 * job refers to it). */
 				free(e->path);
 				e->path = NULL;
 				rc = 0;
-			}
-			if (rc == 0 && sv->o->progress)
+			} else if (rc == 0 && sv->o->progress) {
 				atomic_fetch_add(&sv->o->progress->files_done,
 						 1);
+			}
 			break;
 		}
 	}
+	if (rc >= 0)
+		rc = drain(sv, 0);
+	if (rc < 0)
+		return rc;
 	/* Entries that vanished are dropped from the manifest too. */
 	size_t j = 0;
 	for (size_t i = 0; i < sv->n; i++) {
 		if (sv->e[i].path)
 			sv->e[j++] = sv->e[i];
 		else
-			free(sv->e[i].src), free(sv->e[i].target);
+			free(sv->e[i].src), free(sv->e[i].target),
+				free(sv->e[i].chunks);
 	}
 	sv->n = j;
-	return rc;
+	return 0;
 }
 
 static int sync_fd(int fd)
@@ -833,6 +1177,7 @@ int ckpt_save(int dirfd, const char *file, const struct ckpt_save_opts *o,
 	static atomic_uint seq;
 	struct ckpt_save_result dummy;
 	struct ckpt_err local;
+	struct crew crew;
 	struct save sv = {
 		.o = o, .res = res ? res : &dummy, .err = err ? err : &local};
 	char tmp[300], *manifest = NULL;
@@ -851,18 +1196,12 @@ int ckpt_save(int dirfd, const char *file, const struct ckpt_save_opts *o,
 	 * in progress. */
 	snprintf(tmp, sizeof(tmp), ".%s" TMP_TAG "%ld-%u", file, (long)getpid(),
 		 atomic_fetch_add(&seq, 1));
-	sv.in = malloc(CHUNK);
-	sv.out = malloc(CHUNK + 1024);
 	sv.xs = XXH3_createState();
-	if (!sv.in || !sv.out || !sv.xs ||
-	    deflateInit2(&sv.zs, 6, Z_DEFLATED, -MAX_WBITS, 8,
-			 Z_DEFAULT_STRATEGY) != Z_OK ||
-	    ckpt_scan_new(o->allow, &sv.scan) < 0) {
+	if (!sv.xs || ckpt_scan_new(o->allow, &sv.scan) < 0) {
 		rc = ckpt_err_set(sv.err, -ENOMEM, "io", NULL, 0,
 				  "out of memory");
 		goto out;
 	}
-	sv.zinit = true;
 	rc = collect(&sv);
 	if (rc < 0)
 		goto out;
@@ -880,6 +1219,12 @@ int ckpt_save(int dirfd, const char *file, const struct ckpt_save_opts *o,
 				  strerror(errno));
 		goto out;
 	}
+	if (crew_start(&crew) < 0) {
+		rc = ckpt_err_set(sv.err, -ENOMEM, "io", NULL, 0,
+				  "cannot start the compressing threads");
+		goto out;
+	}
+	sv.crew = &crew;
 	rc = write_entries(&sv);
 	if (rc < 0)
 		goto out;
@@ -929,18 +1274,17 @@ out:
 		close(fd);
 	if (tmp[0])
 		unlinkat(dirfd, tmp, 0);
+	if (sv.crew)
+		crew_stop(sv.crew);
 	zipw_free(sv.w);
-	if (sv.zinit)
-		deflateEnd(&sv.zs);
 	ckpt_scan_free(sv.scan);
 	XXH3_freeState(sv.xs);
-	free(sv.in);
-	free(sv.out);
 	cJSON_free(manifest);
 	for (size_t i = 0; i < sv.n; i++) {
 		free(sv.e[i].path);
 		free(sv.e[i].src);
 		free(sv.e[i].target);
+		free(sv.e[i].chunks);
 	}
 	free(sv.e);
 	return rc;

@@ -63,6 +63,33 @@ START_TEST(valid_full)
 }
 END_TEST
 
+START_TEST(chunk_table)
+{
+	struct manifest m;
+	const struct mentry *e;
+	uint64_t v;
+
+	ck_assert_int_eq(parse(HDR
+			       "\"entries\":[{\"path\":\"a\",\"type\":\"file\","
+			       "\"chunks\":{\"size\":262144,\"later\":[1],"
+			       "\"offsets\":[0,77],\"xxh3_64\":"
+			       "\"00000000000000ffFFFFFFFFFFFFFFFF\"}}]}",
+			       &m, NULL),
+			 0);
+	e = manifest_find(&m, "a", 1);
+	ck_assert_ptr_nonnull(e);
+	ck_assert_uint_eq(e->nchunks, 2);
+	ck_assert_uint_eq(e->chunk_size, 262144);
+	memcpy(&v, e->chunks + 16, 8);
+	ck_assert_uint_eq(v, 77);
+	memcpy(&v, e->chunks + 8, 8);
+	ck_assert_uint_eq(v, 255);
+	memcpy(&v, e->chunks + 24, 8);
+	ck_assert_uint_eq(v, UINT64_MAX);
+	manifest_free(&m);
+}
+END_TEST
+
 START_TEST(no_entries_key)
 {
 	struct manifest m;
@@ -116,6 +143,36 @@ static const struct {
 	/* found by fuzzing: a record naming two paths */
 	{HDR "\"entries\":[{\"path\":\"a\",\"path\":\"b\"}]}", "manifest"},
 	{HDR "\"entries\":[{\"path\":\"a\",\"size\":1,\"size\":2}]}",
+	 "manifest"},
+/* chunk tables: shape */
+#define CH(x) HDR "\"entries\":[{\"path\":\"a\",\"chunks\":" x "}]}"
+#define H16   "0123456789abcdef"
+	{CH("[]"), "manifest"},
+	{CH("{\"size\":4096,\"offsets\":[0]}"), "manifest"},
+	{CH("{\"size\":4096,\"xxh3_64\":\"" H16 "\"}"), "manifest"},
+	{CH("{\"offsets\":[0],\"xxh3_64\":\"" H16 "\"}"), "manifest"},
+	{CH("{\"size\":100,\"offsets\":[0],\"xxh3_64\":\"" H16 "\"}"),
+	 "manifest"},
+	{CH("{\"size\":99999999,\"offsets\":[0],\"xxh3_64\":\"" H16 "\"}"),
+	 "manifest"},
+	{CH("{\"size\":4096,\"offsets\":[1],\"xxh3_64\":\"" H16 "\"}"),
+	 "manifest"},
+	{CH("{\"size\":4096,\"offsets\":[0,5,5],\"xxh3_64\":\"" H16 H16 H16
+	    "\"}"),
+	 "manifest"},
+	{CH("{\"size\":4096,\"offsets\":[0,5],\"xxh3_64\":\"" H16 "\"}"),
+	 "manifest"},
+	{CH("{\"size\":4096,\"offsets\":[0],\"xxh3_64\":\"" H16 "0\"}"),
+	 "manifest"},
+	{CH("{\"size\":4096,\"offsets\":[0],\"xxh3_64\":\"0123456789abcdeg\"}"),
+	 "manifest"},
+	{CH("{\"size\":4096,\"size\":4096,\"offsets\":[0],\"xxh3_64\":\"" H16
+	    "\"}"),
+	 "manifest"},
+	{CH("{\"size\":4096,\"offsets\":[0,-1],\"xxh3_64\":\"" H16 H16 "\"}"),
+	 "manifest"},
+	{CH("{\"size\":4096,\"offsets\":[0,\"1\"],\"xxh3_64\":\"" H16 H16
+	    "\"}"),
 	 "manifest"},
 };
 
@@ -281,6 +338,7 @@ int main(void)
 
 	tcase_add_test(tc, valid_full);
 	tcase_add_test(tc, no_entries_key);
+	tcase_add_test(tc, chunk_table);
 	tcase_add_loop_test(tc, refused, 0, sizeof(bad) / sizeof(bad[0]));
 	tcase_add_test(tc, truncated_everywhere);
 	tcase_add_test(tc, deep_nesting);

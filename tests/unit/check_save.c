@@ -241,6 +241,164 @@ START_TEST(incremental)
 }
 END_TEST
 
+/* Source-like text: words from a small list, seeded. */
+static void words(char *p, size_t n, uint32_t seed)
+{
+	static const char *const w[] = {"static ", "int ",  "return ", "0;\n",
+					"struct ", "node ", "(void) ", "{\n",
+					"}\n",	   "if ",   "else ",   "for "};
+	size_t i = 0;
+
+	while (i < n) {
+		seed = seed * 1103515245 + 12345;
+		for (const char *s = w[(seed >> 16) % 12]; *s && i < n; s++)
+			p[i++] = *s;
+	}
+}
+
+static const struct chunktab *chunks_of(const struct ckpt_archive *a,
+					const char *path)
+{
+	uint32_t node = walk(a, path);
+
+	ck_assert_uint_ne(node, UINT32_MAX);
+	if (a->nodes[node].u.file.chunks == NO_CHUNKS)
+		return NULL;
+	return &a->chunks[a->nodes[node].u.file.chunks];
+}
+
+/* Random preads through one reader must match the source. */
+static void random_reads(struct ckpt_archive *a, const char *path,
+			 const char *want, size_t size)
+{
+	static char got[300000];
+	struct ckpt_reader *r;
+	uint32_t x = 7;
+
+	ck_assert_int_eq(ckpt_reader_open(a, walk(a, path), &r, NULL), 0);
+	for (int i = 0; i < 300; i++) {
+		size_t off, len;
+		ssize_t n;
+
+		x = x * 1103515245 + 12345;
+		off = (x >> 4) % size;
+		x = x * 1103515245 + 12345;
+		len = (x >> 4) % sizeof(got);
+		n = ckpt_reader_pread(r, got, len, off, NULL);
+		if (len > size - off)
+			len = size - off;
+		ck_assert_int_eq(n, (ssize_t)len);
+		ck_assert_msg(memcmp(got, want + off, len) == 0,
+			      "%s: bytes %zu+%zu differ", path, off, len);
+	}
+	ckpt_reader_close(r);
+}
+
+START_TEST(chunks)
+{
+	static char text[1000000], exact[2 * CKPT_CHUNK], got[1100000];
+	struct ckpt_save_opts o;
+	struct ckpt_save_result res;
+	struct ckpt_archive *a, *b;
+	const struct chunktab *t;
+	char tiers[3][160], file[256], bad[256], cmd[600];
+	struct ckpt_reader *r;
+	int64_t data;
+	uint32_t node;
+	int fd;
+
+	words(text, sizeof(text), 1);
+	words(exact, sizeof(exact), 2);
+	put("workspace/text.txt", text, sizeof(text));
+	/* a whole number of chunks: the stream ends after the last one */
+	put("workspace/two.txt", exact, sizeof(exact));
+	put("workspace/one.txt", exact, CKPT_CHUNK);
+	opts(&o, tiers);
+	ck_assert_int_eq(ckpt_save(sfd, "a.ckpt", &o, &res, NULL), 0);
+	ck_assert_int_eq(ckpt_archive_open(sfd, "a.ckpt", &lim, 0, &a, NULL),
+			 0);
+	snprintf(file, sizeof(file), "%s/a.ckpt", store);
+
+	t = chunks_of(a, "workspace/text.txt");
+	ck_assert_ptr_nonnull(t);
+	ck_assert_uint_eq(t->size, CKPT_CHUNK);
+	ck_assert_uint_eq(t->n, 4);
+	t = chunks_of(a, "workspace/two.txt");
+	ck_assert_ptr_nonnull(t);
+	ck_assert_uint_eq(t->n, 2);
+	ck_assert_ptr_null(chunks_of(a, "workspace/one.txt"));
+	/* one deflate stream that any unzip reads */
+	ck_assert_uint_eq(
+		read_libzip(file, "workspace/text.txt", got, sizeof(got)),
+		sizeof(text));
+	ck_assert(memcmp(got, text, sizeof(text)) == 0);
+	ck_assert_uint_eq(
+		read_libzip(file, "workspace/two.txt", got, sizeof(got)),
+		sizeof(exact));
+	ck_assert(memcmp(got, exact, sizeof(exact)) == 0);
+	ck_assert_uint_eq(
+		read_libzip(file, "workspace/one.txt", got, sizeof(got)),
+		CKPT_CHUNK);
+	ck_assert_uint_eq(read_core(a, "workspace/text.txt", got, sizeof(got)),
+			  sizeof(text));
+	ck_assert(memcmp(got, text, sizeof(text)) == 0);
+	ck_assert_uint_eq(read_core(a, "workspace/two.txt", got, sizeof(got)),
+			  sizeof(exact));
+	ck_assert(memcmp(got, exact, sizeof(exact)) == 0);
+	ck_assert_uint_eq(read_core(a, "workspace/one.txt", got, sizeof(got)),
+			  CKPT_CHUNK);
+	ck_assert(memcmp(got, exact, CKPT_CHUNK) == 0);
+	random_reads(a, "workspace/text.txt", text, sizeof(text));
+	random_reads(a, "workspace/two.txt", exact, sizeof(exact));
+	random_reads(a, "workspace/one.txt", exact, CKPT_CHUNK);
+
+	/* A parent's chunk table goes with the bytes it copies. */
+	o.parent = a;
+	o.parent_name = "a";
+	ck_assert_int_eq(ckpt_save(sfd, "b.ckpt", &o, &res, NULL), 0);
+	ck_assert_uint_eq(res.copied, 3);
+	ck_assert_int_eq(ckpt_archive_open(sfd, "b.ckpt", &lim, 0, &b, NULL),
+			 0);
+	t = chunks_of(b, "workspace/text.txt");
+	ck_assert_ptr_nonnull(t);
+	ck_assert_uint_eq(t->n, 4);
+	random_reads(b, "workspace/text.txt", text, sizeof(text));
+	ckpt_archive_unref(b);
+
+	/* One damaged chunk: the others still read, it never does. */
+	node = walk(a, "workspace/text.txt");
+	t = chunks_of(a, "workspace/text.txt");
+	data = zip_data_offset(a->fd, &a->nodes[node].z, "workspace/text.txt",
+			       18, NULL);
+	ck_assert_int_gt(data, 0);
+	snprintf(bad, sizeof(bad), "%s/bad.ckpt", store);
+	snprintf(cmd, sizeof(cmd), "cp %s %s", file, bad);
+	ck_assert_int_eq(system(cmd), 0);
+	fd = open(bad, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, "\xff\xff\xff\xff", 4,
+				data + (off_t)t->off[2] + 100),
+			 4);
+	close(fd);
+	ckpt_archive_unref(a);
+	ck_assert_int_eq(ckpt_archive_open(sfd, "bad.ckpt", &lim, 0, &b, NULL),
+			 0);
+	ck_assert_int_eq(
+		ckpt_reader_open(b, walk(b, "workspace/text.txt"), &r, NULL),
+		0);
+	ck_assert_int_eq(ckpt_reader_pread(r, got, 1000, 3 * CKPT_CHUNK, NULL),
+			 1000);
+	ck_assert(memcmp(got, text + 3 * CKPT_CHUNK, 1000) == 0);
+	ck_assert_int_eq(
+		ckpt_reader_pread(r, got, 1000, 2 * CKPT_CHUNK + 5, NULL),
+		-EIO);
+	ck_assert_int_eq(ckpt_reader_pread(r, got, sizeof(got), 0, NULL), -EIO);
+	ck_assert_int_eq(ckpt_reader_pread(r, got, 1000, 10, NULL), 1000);
+	ckpt_reader_close(r);
+	ckpt_archive_unref(b);
+}
+END_TEST
+
 START_TEST(refusals_leave_nothing)
 {
 	struct ckpt_save_opts o;
@@ -365,6 +523,7 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, round_trip);
 	tcase_add_test(tc, incremental);
+	tcase_add_test(tc, chunks);
 	tcase_add_test(tc, refusals_leave_nothing);
 	tcase_add_test(tc, cleanup);
 	tcase_add_test(tc, faults);
