@@ -6,7 +6,8 @@
  * anything else in the directory (rsync's temporaries, links, FIFOs) is
  * ignored.  A checkpoint whose file changes identity (dev, inode, size,
  * times) is treated as replaced: its archive gets a new instance id, and
- * readers that hold the old archive keep reading the old file.
+ * readers that hold the old archive keep reading the old file.  The store
+ * is whatever directory its path names at each rescan (see attach()).
  * Locking: s->lock guards slots, inst and next_id; archives themselves
  * are immutable and refcounted.
  */
@@ -43,7 +44,8 @@ struct slot {
 struct journal;
 
 struct ckpt_store {
-	int dirfd;
+	int dirfd; /* the directory at path, as last attached */
+	char *path;
 	struct ckpt_store_opts o;
 	pthread_rwlock_t lock;
 	pthread_mutex_t refresh; /* one rescan at a time */
@@ -117,6 +119,37 @@ static void drop_instance(struct ckpt_store *s, struct ckpt_archive *a)
 				s->inst[j++] = s->inst[i];
 		s->ninst = j;
 	}
+}
+
+/*
+ * The store is the directory at the path given at mount, not the inode
+ * opened then: a store removed and created again (rm -rf, then a restore
+ * from a backup) is followed, and one moved away is no longer served.
+ * Swapping the descriptor in place with dup3 keeps s->dirfd valid for
+ * the requests using it meanwhile; they reach the old directory or the
+ * new one.  Caller holds s->refresh.
+ */
+static int attach(struct ckpt_store *s)
+{
+	struct stat cur, at;
+	int fd, rc = 0;
+
+	if (fstatat(AT_FDCWD, s->path, &at, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (!S_ISDIR(at.st_mode))
+		return -ENOTDIR;
+	/* A removed directory has no links; its inode number may already
+	 * belong to the new one. */
+	if (fstat(s->dirfd, &cur) == 0 && cur.st_nlink > 0 &&
+	    cur.st_dev == at.st_dev && cur.st_ino == at.st_ino)
+		return 0;
+	fd = open(s->path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (dup3(fd, s->dirfd, O_CLOEXEC) < 0)
+		rc = -errno;
+	close(fd);
+	return rc;
 }
 
 static int scan(struct ckpt_store *s, struct slot **out, size_t *n)
@@ -209,7 +242,9 @@ int ckpt_store_refresh(struct ckpt_store *s,
 	int rc;
 
 	pthread_mutex_lock(&s->refresh);
-	rc = scan(s, &nv, &nn);
+	rc = attach(s);
+	if (rc == 0)
+		rc = scan(s, &nv, &nn);
 	if (rc < 0) {
 		/* The store vanished or became unreadable: show nothing
 		 * rather than stale checkpoints. */
@@ -285,9 +320,13 @@ int ckpt_store_open(const char *dir, const struct ckpt_store_opts *opts,
 		return -ENOMEM;
 	s->o = *opts;
 	s->next_id = 1;
-	s->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	/* Absolute and free of links: see attach(). */
+	s->path = realpath(dir, NULL);
+	s->dirfd = s->path ? open(s->path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+			   : -1;
 	if (s->dirfd < 0) {
 		int e = -errno;
+		free(s->path);
 		free(s);
 		return ckpt_err_set(err, e, "store", dir, strlen(dir),
 				    "cannot open the store: %s", strerror(-e));
@@ -297,6 +336,7 @@ int ckpt_store_open(const char *dir, const struct ckpt_store_opts *opts,
 	s->journal = journal_new();
 	if (!s->journal) {
 		close(s->dirfd);
+		free(s->path);
 		free(s);
 		return -ENOMEM;
 	}
@@ -322,6 +362,7 @@ void ckpt_store_close(struct ckpt_store *s)
 	free(s->pending);
 	free(s->written);
 	close(s->dirfd);
+	free(s->path);
 	pthread_rwlock_destroy(&s->lock);
 	pthread_mutex_destroy(&s->refresh);
 	free(s);
@@ -1031,6 +1072,16 @@ int ckpt_store_save(struct ckpt_store *s, const char *name, const char *origin,
 	else if (has_name(s, name))
 		ckpt_err_set(err, -EEXIST, "name", name, strlen(name),
 			     "a checkpoint of that name exists");
+	if (!err->code) {
+		/* Into the directory the store's path names now. */
+		pthread_mutex_lock(&s->refresh);
+		rc = attach(s);
+		pthread_mutex_unlock(&s->refresh);
+		if (rc < 0)
+			ckpt_err_set(err, rc, "io", name, strlen(name),
+				     "cannot reach the store directory: %s",
+				     strerror(-rc));
+	}
 	if (err->code) {
 		rc = err->code;
 		journal_end(j, out, rc, err, NULL);

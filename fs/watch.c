@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
@@ -23,6 +24,14 @@
 #define DEBOUNCE_MS  50
 #define MAX_DELAY_MS 250
 #define RESCAN_MS    2000
+#define WATCH_MASK                                                             \
+	(IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO |                 \
+	 IN_CLOSE_WRITE | IN_ATTRIB | IN_DELETE_SELF | IN_MOVE_SELF |          \
+	 IN_ONLYDIR | IN_DONT_FOLLOW)
+
+/* The store's path and the watch on what it names (one store a process). */
+static char *watched;
+static int wd = -1;
 
 struct changes {
 	struct ckptfs *fs;
@@ -52,11 +61,29 @@ static void forget_latest(struct ckptfs *fs)
 	fuse_lowlevel_notify_inval_inode(fs->se, INO_LATEST, 0, 0);
 }
 
+/* Core follows the store's path to a directory created anew there (see
+ * store.c); the watch follows it too, or its events would stop with the
+ * old directory and changes would wait for the periodic rescan. */
+static void rewatch(struct ckptfs *fs)
+{
+	int w;
+
+	if (fs->inotify_fd < 0 || !watched)
+		return;
+	w = inotify_add_watch(fs->inotify_fd, watched, WATCH_MASK);
+	if (w < 0 || w == wd)
+		return;
+	if (wd >= 0)
+		inotify_rm_watch(fs->inotify_fd, wd);
+	wd = w;
+}
+
 static void refresh(struct ckptfs *fs)
 {
 	struct changes c = {fs, 0};
 
 	ckpt_store_refresh(fs->store, changed, &c);
+	rewatch(fs);
 	if (c.n)
 		forget_latest(fs);
 }
@@ -166,16 +193,15 @@ int ckptfs_watch_start(struct ckptfs *fs, const char *store_dir)
 		return -errno;
 	fs->inotify_fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
 	if (fs->inotify_fd >= 0 &&
-	    inotify_add_watch(fs->inotify_fd, store_dir,
-			      IN_CREATE | IN_DELETE | IN_MOVED_FROM |
-				      IN_MOVED_TO | IN_CLOSE_WRITE | IN_ATTRIB |
-				      IN_DELETE_SELF | IN_MOVE_SELF |
-				      IN_ONLYDIR) < 0) {
+	    (wd = inotify_add_watch(fs->inotify_fd, store_dir, WATCH_MASK)) <
+		    0) {
 		close(fs->inotify_fd);
 		fs->inotify_fd = -1;
 	}
 	if (fs->inotify_fd < 0)
 		rc = -errno; /* polling alone still works */
+	else
+		watched = strdup(store_dir);
 	if (pthread_create(&fs->watcher, NULL, watch, fs) != 0)
 		return -EAGAIN;
 	fs->watching = true;
@@ -210,4 +236,7 @@ void ckptfs_watch_stop(struct ckptfs *fs)
 	close(fs->kick_fd);
 	if (fs->inotify_fd >= 0)
 		close(fs->inotify_fd);
+	free(watched);
+	watched = NULL;
+	wd = -1;
 }
