@@ -205,6 +205,20 @@ ssize_t ckpt_reader_pread(struct ckpt_reader *r, void *buf, size_t size,
 			  uint64_t off, struct ckpt_err *err);
 void ckpt_reader_close(struct ckpt_reader *r); /* NULL is a no-op */
 
+/* Called with each chunk the reader inflates into its shared cache, while
+ * the bytes are held: content bytes [off, off + len), checked already.  A
+ * filesystem hands them to the kernel's page cache, so the other reads of
+ * that chunk need no request.  Must not block; the bytes are only valid
+ * during the call. */
+typedef void ckpt_chunk_fn(void *ctx, uint64_t off, const void *p, size_t len);
+void ckpt_reader_on_chunk(struct ckpt_reader *r, ckpt_chunk_fn *fn, void *ctx);
+/* After a read: when the reads so far run forward, inflates the next
+ * chunk not yet cached (at most a few ahead), so that a sequential reader
+ * finds it ready and two threads inflate at once.  Never waits for
+ * another thread; 0, or a negative errno that only says nothing was
+ * done. */
+int ckpt_reader_ahead(struct ckpt_reader *r);
+
 /* ---- the store (store.c) ----------------------------------------------- */
 
 struct ckpt_store; /* opaque: the STORE directory and its checkpoints */

@@ -41,6 +41,10 @@
  * it bounds the memory one cache slot may take. */
 #define WHOLE_MAX (1024u * 1024)
 #define SLOTS	  8
+/* Read-ahead looks this many chunks past the one being read; the kernel
+ * reorders readahead requests by about this much. */
+#define AHEAD 2
+#define NEAR  (1024u * 1024)
 
 struct ckpt_reader {
 	struct ckpt_archive *a; /* one reference, held until close */
@@ -72,6 +76,12 @@ struct ckpt_reader {
 	bool chunked;
 	const struct chunktab *tab;
 	uint32_t nchunk, vchunk;
+	ckpt_chunk_fn *on_chunk;
+	void *on_chunk_ctx;
+	/* Where the last read ended, and whether it began near where the
+	 * one before ended: read-ahead is for forward readers only. */
+	_Atomic uint64_t next_off;
+	atomic_bool forward;
 };
 
 static int fail(struct ckpt_reader *r, int code, const char *rule,
@@ -542,9 +552,11 @@ static struct slot *slot_victim(void)
 	return v;
 }
 
-/* Returns chunk k held in a slot (release it with slot_put). */
-static int slot_get(struct ckpt_reader *r, uint32_t k, struct slot **out,
-		    struct ckpt_err *err)
+/* Returns chunk k held in a slot (release it with slot_put).  Without
+ * wait, gives -EAGAIN instead of waiting when the chunk is being inflated
+ * or cached already (fresh is then false) or no slot is free. */
+static int slot_get(struct ckpt_reader *r, uint32_t k, bool wait,
+		    struct slot **out, struct ckpt_err *err)
 {
 	uint64_t uoff, coff, clen;
 	struct slot *s;
@@ -555,10 +567,18 @@ static int slot_get(struct ckpt_reader *r, uint32_t k, struct slot **out,
 	pthread_mutex_lock(&cache.lock);
 	for (;;) {
 		s = slot_find(r, k);
+		if (s && !wait) {
+			pthread_mutex_unlock(&cache.lock);
+			return -EAGAIN;
+		}
 		if (s && !s->loading)
 			break;
 		if (!s && (s = slot_victim()))
 			break;
+		if (!wait) {
+			pthread_mutex_unlock(&cache.lock);
+			return -EAGAIN;
+		}
 		pthread_cond_wait(&cache.cond, &cache.lock);
 	}
 	s->refs++;
@@ -596,8 +616,12 @@ static int slot_get(struct ckpt_reader *r, uint32_t k, struct slot **out,
 	}
 	pthread_cond_broadcast(&cache.cond);
 	pthread_mutex_unlock(&cache.lock);
-	*out = rc < 0 ? NULL : s;
-	return rc;
+	if (rc < 0)
+		return rc;
+	if (r->on_chunk)
+		r->on_chunk(r->on_chunk_ctx, uoff, s->buf, ulen);
+	*out = s;
+	return 0;
 }
 
 static void slot_put(struct slot *s)
@@ -633,7 +657,11 @@ static ssize_t read_chunked(struct ckpt_reader *r, uint8_t *buf, size_t n,
 			    uint64_t off, struct ckpt_err *err)
 {
 	uint32_t k = r->tab ? (uint32_t)(off / r->tab->size) : 0;
+	uint64_t prev = atomic_exchange(&r->next_off, off + n);
 	size_t done = 0;
+
+	atomic_store(&r->forward,
+		     off == 0 || (off + NEAR >= prev && off <= prev + NEAR));
 
 	while (done < n) {
 		uint64_t uoff, coff, clen, at = off + done;
@@ -651,7 +679,7 @@ static ssize_t read_chunked(struct ckpt_reader *r, uint8_t *buf, size_t n,
 			if (rc == 0)
 				rc = chunk_sum(r, k, buf + done, c, err);
 		} else {
-			rc = slot_get(r, k, &s, err);
+			rc = slot_get(r, k, true, &s, err);
 			if (rc == 0) {
 				rc = chunk_sum(r, k, s->buf, s->len, err);
 				if (rc == 0)
@@ -665,6 +693,33 @@ static ssize_t read_chunked(struct ckpt_reader *r, uint8_t *buf, size_t n,
 		k++;
 	}
 	return (ssize_t)n;
+}
+
+void ckpt_reader_on_chunk(struct ckpt_reader *r, ckpt_chunk_fn *fn, void *ctx)
+{
+	r->on_chunk = fn;
+	r->on_chunk_ctx = ctx;
+}
+
+int ckpt_reader_ahead(struct ckpt_reader *r)
+{
+	uint64_t next = atomic_load(&r->next_off);
+	struct slot *s;
+
+	if (!r->tab || !atomic_load(&r->forward) || next >= r->n->z.size ||
+	    atomic_load(&r->a->verified[r->node]) == VERIFY_BAD)
+		return 0;
+	for (uint32_t k = (uint32_t)(next / r->tab->size), i = 0;
+	     i <= AHEAD && k < r->nchunk; k++, i++) {
+		int rc = slot_get(r, k, false, &s, NULL);
+		if (rc == -EAGAIN)
+			continue;
+		if (rc < 0)
+			return rc;
+		slot_put(s);
+		return 0;
+	}
+	return 0;
 }
 
 ssize_t ckpt_reader_pread(struct ckpt_reader *r, void *buf, size_t size,

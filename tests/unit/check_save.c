@@ -294,6 +294,23 @@ static void random_reads(struct ckpt_archive *a, const char *path,
 	ckpt_reader_close(r);
 }
 
+/* What the chunk hook saw: each chunk it was given must be the source's
+ * bytes at that offset. */
+static struct {
+	const char *want;
+	unsigned calls, bad;
+	uint64_t seen; /* bit per chunk */
+} hook;
+
+static void on_chunk(void *ctx, uint64_t off, const void *p, size_t len)
+{
+	(void)ctx;
+	hook.calls++;
+	if (off % CKPT_CHUNK || memcmp(p, hook.want + off, len) != 0)
+		hook.bad++;
+	hook.seen |= 1ull << (off / CKPT_CHUNK);
+}
+
 START_TEST(chunks)
 {
 	static char text[1000000], exact[2 * CKPT_CHUNK], got[1100000];
@@ -351,6 +368,29 @@ START_TEST(chunks)
 	random_reads(a, "workspace/text.txt", text, sizeof(text));
 	random_reads(a, "workspace/two.txt", exact, sizeof(exact));
 	random_reads(a, "workspace/one.txt", exact, CKPT_CHUNK);
+
+	/* A forward reader gets the chunks ahead of it inflated, and each
+	 * inflated chunk is offered to the hook, checked. */
+	hook.want = text;
+	/* another open of the archive: nothing of it is cached */
+	ck_assert_int_eq(ckpt_archive_open(sfd, "a.ckpt", &lim, 0, &b, NULL),
+			 0);
+	ck_assert_int_eq(
+		ckpt_reader_open(b, walk(b, "workspace/text.txt"), &r, NULL),
+		0);
+	ckpt_reader_on_chunk(r, on_chunk, NULL);
+	ck_assert_int_eq(ckpt_reader_pread(r, got, 4096, 0, NULL), 4096);
+	ck_assert_int_eq(ckpt_reader_ahead(r), 0);
+	ck_assert_int_eq(ckpt_reader_ahead(r), 0);
+	ck_assert_int_eq(ckpt_reader_ahead(r), 0);
+	ck_assert_uint_eq(hook.seen, 0x7); /* chunk 0, then 1 and 2 ahead */
+	ck_assert_int_eq(ckpt_reader_pread(r, got, 4096, 900000, NULL), 4096);
+	ck_assert_int_eq(ckpt_reader_ahead(r), 0); /* near: forward */
+	ck_assert_uint_eq(hook.seen, 0xf);
+	ck_assert_uint_eq(hook.bad, 0);
+	ck_assert(memcmp(got, text + 900000, 4096) == 0);
+	ckpt_reader_close(r);
+	ckpt_archive_unref(b);
 
 	/* A parent's chunk table goes with the bytes it copies. */
 	o.parent = a;
