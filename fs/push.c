@@ -32,7 +32,7 @@ static struct {
 	struct item q[QUEUE];
 	unsigned head, count;
 	bool running, stop;
-} push = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER};
+} push = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 static void *push_main(void *arg)
 {
