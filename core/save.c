@@ -500,10 +500,12 @@ static void *worker_main(void *arg)
 		 * newer jobs still being filled. */
 		if (c->next < c->head)
 			c->next = c->head;
-		while (!c->stop && c->next == c->tail)
-			pthread_cond_wait(&c->todo, &c->lock);
 		if (c->stop)
 			break;
+		if (c->next == c->tail) {
+			pthread_cond_wait(&c->todo, &c->lock);
+			continue;
+		}
 		j = &c->job[c->next++ % JOBS];
 		if (j->done)
 			continue;
@@ -761,7 +763,10 @@ static void job_queue(struct save *sv, struct job *j)
 	if (!j->deflate)
 		j->done = true;
 	c->tail++;
-	pthread_cond_signal(&c->todo);
+	/* Workers skip finished jobs when they next look; waking them for
+	 * one would cost a switch per directory or copied file. */
+	if (j->deflate)
+		pthread_cond_signal(&c->todo);
 	pthread_mutex_unlock(&c->lock);
 }
 
@@ -926,16 +931,6 @@ static int copy_from_parent(struct save *sv, struct sentry *e)
 
 /* ---- the whole archive ------------------------------------------------- */
 
-static void add_int(cJSON *o, const char *key, long long v)
-{
-	char num[32];
-
-	/* cJSON keeps numbers as doubles; sizes and nanosecond times must
-	 * be written exactly. */
-	snprintf(num, sizeof(num), "%lld", v);
-	cJSON_AddRawToObject(o, key, num);
-}
-
 /* run.json from the source, kept as given when it is a small JSON object:
  * it is the harness's to define, and it is scanned like everything else. */
 static cJSON *run_metadata(const char *path)
@@ -961,43 +956,121 @@ static cJSON *run_metadata(const char *path)
 	return run;
 }
 
-/* "chunks": where a reader may start inflating, and each chunk's hash. */
-static int add_chunks(cJSON *r, const struct sentry *e)
-{
-	cJSON *ch = cJSON_AddObjectToObject(r, "chunks"), *offs;
-	char num[32], *hex = malloc((size_t)e->nchunks * 16 + 1);
-	int rc = -ENOMEM;
+/* The manifest's records are written by hand: cJSON would hold a tree of
+ * every record and print it through doubles; this writes each number
+ * exactly, once, into one growing buffer. */
+struct jbuf {
+	char *p;
+	size_t len, cap;
+	bool oom;
+};
 
-	if (!ch || !hex)
-		goto out;
-	add_int(ch, "size", e->chunk_size);
-	offs = cJSON_AddArrayToObject(ch, "offsets");
-	for (uint32_t k = 0; offs && k < e->nchunks; k++) {
-		cJSON *v;
-		snprintf(num, sizeof(num), "%llu",
-			 (unsigned long long)e->chunks[2 * k]);
-		v = cJSON_CreateRaw(num);
-		if (!v || !cJSON_AddItemToArray(offs, v)) {
-			cJSON_Delete(v);
-			goto out;
+static void jb_put(struct jbuf *b, const char *s, size_t n)
+{
+	if (b->oom)
+		return;
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap ? b->cap : 64 * 1024;
+		char *p;
+		while (cap < b->len + n + 1)
+			cap *= 2;
+		p = realloc(b->p, cap);
+		if (!p) {
+			b->oom = true;
+			return;
 		}
-		snprintf(hex + 16 * k, 17, "%016llx",
-			 (unsigned long long)e->chunks[2 * k + 1]);
+		b->p = p;
+		b->cap = cap;
 	}
-	hex[(size_t)e->nchunks * 16] = '\0';
-	if (offs && cJSON_AddStringToObject(ch, "xxh3_64", hex))
-		rc = 0;
-out:
-	free(hex);
-	return rc;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+static void jb_lit(struct jbuf *b, const char *s)
+{
+	jb_put(b, s, strlen(s));
+}
+
+static void jb_int(struct jbuf *b, const char *key, long long v)
+{
+	char num[48];
+	int n = snprintf(num, sizeof(num), ",\"%s\":%lld", key, v);
+
+	jb_put(b, num, (size_t)n);
+}
+
+/* A JSON string: names are valid UTF-8 (the policy sees to it), so only
+ * quotes, backslashes and control characters need escaping. */
+static void jb_str(struct jbuf *b, const char *s)
+{
+	const char *run = s;
+
+	jb_put(b, "\"", 1);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		char esc[8];
+
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		jb_put(b, run, (size_t)(s - run));
+		snprintf(esc, sizeof(esc),
+			 c == '"'    ? "\\\""
+			 : c == '\\' ? "\\\\"
+				     : "\\u%04x",
+			 c);
+		jb_lit(b, esc);
+		run = s + 1;
+	}
+	jb_put(b, run, (size_t)(s - run));
+	jb_put(b, "\"", 1);
+}
+
+static void jb_hex(struct jbuf *b, const uint8_t *p, size_t n)
+{
+	static const char digit[] = "0123456789abcdef";
+	char out[64];
+
+	for (size_t i = 0; i < n;) {
+		size_t k = 0;
+		for (; k < sizeof(out) && i < n; i++, k += 2) {
+			out[k] = digit[p[i] >> 4];
+			out[k + 1] = digit[p[i] & 15];
+		}
+		jb_put(b, out, k);
+	}
+}
+
+/* "chunks": where a reader may start inflating, and each chunk's hash. */
+static void jb_chunks(struct jbuf *b, const struct sentry *e)
+{
+	char num[32];
+
+	snprintf(num, sizeof(num), "%u", e->chunk_size);
+	jb_lit(b, ",\"chunks\":{\"size\":");
+	jb_lit(b, num);
+	jb_lit(b, ",\"offsets\":[");
+	for (uint32_t k = 0; k < e->nchunks; k++) {
+		int n = snprintf(num, sizeof(num), "%s%llu", k ? "," : "",
+				 (unsigned long long)e->chunks[2 * k]);
+		jb_put(b, num, (size_t)n);
+	}
+	jb_lit(b, "],\"xxh3_64\":\"");
+	for (uint32_t k = 0; k < e->nchunks; k++) {
+		uint8_t h[8];
+		for (int i = 0; i < 8; i++)
+			h[i] = (uint8_t)(e->chunks[2 * k + 1] >> (56 - 8 * i));
+		jb_hex(b, h, 8);
+	}
+	jb_lit(b, "\"}");
 }
 
 static char *manifest_text(struct save *sv, int64_t created)
 {
 	const struct ckpt_save_opts *o = sv->o;
-	cJSON *m = cJSON_CreateObject(), *arr, *run;
-	char when[40], hex[33];
-	char *text = NULL;
+	cJSON *m = cJSON_CreateObject(), *run;
+	struct jbuf b = {0};
+	char when[40], *head;
 
 	if (!m)
 		return NULL;
@@ -1025,37 +1098,45 @@ static char *manifest_text(struct save *sv, int64_t created)
 	if (run)
 		cJSON_AddItemToObject(m, "run", run);
 	cJSON_AddStringToObject(m, "scan_rules", CKPT_SCAN_RULES_VERSION);
-	arr = cJSON_AddArrayToObject(m, "entries");
-	for (size_t i = 0; arr && i < sv->n; i++) {
-		const struct sentry *e = &sv->e[i];
-		cJSON *r = cJSON_CreateObject();
-
-		if (!r)
-			goto out;
-		cJSON_AddItemToArray(arr, r);
-		cJSON_AddStringToObject(r, "path", e->path);
-		cJSON_AddStringToObject(r, "type",
-					e->type == CKPT_FILE  ? "file"
-					: e->type == CKPT_DIR ? "dir"
-							      : "symlink");
-		if (e->type != CKPT_SYMLINK)
-			add_int(r, "mode", e->mode);
-		if (e->type == CKPT_FILE) {
-			add_int(r, "size", (long long)e->size);
-			for (int k = 0; k < 16; k++)
-				snprintf(hex + 2 * k, 3, "%02x", e->hash[k]);
-			cJSON_AddStringToObject(r, "xxh3_128", hex);
-			if (e->nchunks > 1 && add_chunks(r, e) < 0)
-				goto out;
-		}
-		if (e->type == CKPT_SYMLINK)
-			cJSON_AddStringToObject(r, "target", e->target);
-		add_int(r, "mtime_ns", e->mtime_ns);
-	}
-	text = cJSON_Print(m);
-out:
+	head = cJSON_PrintUnformatted(m);
 	cJSON_Delete(m);
-	return text;
+	if (!head)
+		return NULL;
+	/* The header object, reopened for the entries: one per line. */
+	jb_put(&b, head, strlen(head) - 1);
+	cJSON_free(head);
+	jb_lit(&b, ",\n\"entries\":[");
+	for (size_t i = 0; i < sv->n; i++) {
+		const struct sentry *e = &sv->e[i];
+
+		jb_lit(&b, i ? ",\n{\"path\":" : "\n{\"path\":");
+		jb_str(&b, e->path);
+		jb_lit(&b, e->type == CKPT_FILE	 ? ",\"type\":\"file\""
+			   : e->type == CKPT_DIR ? ",\"type\":\"dir\""
+						 : ",\"type\":\"symlink\"");
+		if (e->type != CKPT_SYMLINK)
+			jb_int(&b, "mode", e->mode);
+		if (e->type == CKPT_FILE) {
+			jb_int(&b, "size", (long long)e->size);
+			jb_lit(&b, ",\"xxh3_128\":\"");
+			jb_hex(&b, e->hash, 16);
+			jb_lit(&b, "\"");
+			if (e->nchunks > 1)
+				jb_chunks(&b, e);
+		}
+		if (e->type == CKPT_SYMLINK) {
+			jb_lit(&b, ",\"target\":");
+			jb_str(&b, e->target);
+		}
+		jb_int(&b, "mtime_ns", e->mtime_ns);
+		jb_lit(&b, "}");
+	}
+	jb_lit(&b, "\n]}\n");
+	if (b.oom) {
+		free(b.p);
+		return NULL;
+	}
+	return b.p;
 }
 
 /* A small entry written whole from memory (a link target, the manifest),
@@ -1279,7 +1360,7 @@ out:
 	zipw_free(sv.w);
 	ckpt_scan_free(sv.scan);
 	XXH3_freeState(sv.xs);
-	cJSON_free(manifest);
+	free(manifest);
 	for (size_t i = 0; i < sv.n; i++) {
 		free(sv.e[i].path);
 		free(sv.e[i].src);
