@@ -203,7 +203,11 @@ int ckpt_reader_open(struct ckpt_archive *a, uint32_t node,
  * reader may be used from several threads. */
 ssize_t ckpt_reader_pread(struct ckpt_reader *r, void *buf, size_t size,
 			  uint64_t off, struct ckpt_err *err);
-void ckpt_reader_close(struct ckpt_reader *r); /* NULL is a no-op */
+/* Drops a reference: the opener's, or one taken with ckpt_reader_hold by
+ * a thread that uses the reader after the close may have been asked for.
+ * The last one frees it.  NULL is a no-op. */
+void ckpt_reader_close(struct ckpt_reader *r);
+void ckpt_reader_hold(struct ckpt_reader *r);
 
 /* Called with each chunk the reader inflates into its shared cache, while
  * the bytes are held: content bytes [off, off + len), checked already.  A

@@ -40,14 +40,15 @@
 /* Deflated entries up to this size without a chunk table are one chunk;
  * it bounds the memory one cache slot may take. */
 #define WHOLE_MAX (1024u * 1024)
-#define SLOTS	  8
+#define SLOTS	  16
 /* Read-ahead looks this many chunks past the one being read; the kernel
  * reorders readahead requests by about this much. */
 #define AHEAD 2
 #define NEAR  (1024u * 1024)
 
 struct ckpt_reader {
-	struct ckpt_archive *a; /* one reference, held until close */
+	atomic_int refs;	/* the opener's, and ckpt_reader_hold's */
+	struct ckpt_archive *a; /* one reference, held until freed */
 	uint32_t node;
 	const struct node *n;
 	uint64_t data; /* offset of the entry's data in the archive */
@@ -170,6 +171,7 @@ int ckpt_reader_open(struct ckpt_archive *a, uint32_t node,
 	r = calloc(1, sizeof(*r));
 	if (!r)
 		return -ENOMEM;
+	atomic_init(&r->refs, 1);
 	r->a = a;
 	r->node = node;
 	r->n = &a->nodes[node];
@@ -238,9 +240,14 @@ nomem:
 	return -ENOMEM;
 }
 
+void ckpt_reader_hold(struct ckpt_reader *r)
+{
+	atomic_fetch_add(&r->refs, 1);
+}
+
 void ckpt_reader_close(struct ckpt_reader *r)
 {
-	if (!r)
+	if (!r || atomic_fetch_sub(&r->refs, 1) != 1)
 		return;
 	if (r->zinit)
 		inflateEnd(&r->zs);

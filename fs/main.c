@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "ckptfs.h"
+#include "push.h"
 
 struct options {
 	char *store;
@@ -419,6 +420,9 @@ int main(int argc, char **argv)
 			 "ckptfs: cannot watch %s; new "
 			 "checkpoints appear within 2 s\n",
 			 store);
+	if (ckptfs_push_start(fs.se) < 0)
+		fuse_log(FUSE_LOG_WARNING,
+			 "ckptfs: cannot start the page cache thread\n");
 	if (cmd.singlethread) {
 		rc = fuse_session_loop(fs.se);
 	} else {
@@ -434,6 +438,7 @@ int main(int argc, char **argv)
 		fuse_loop_cfg_destroy(cfg);
 	}
 	rc = rc < 0 ? 1 : 0;
+	ckptfs_push_stop();
 	ckptfs_watch_stop(&fs);
 out_unmount:
 	fuse_session_unmount(fs.se);

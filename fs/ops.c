@@ -19,6 +19,7 @@
 #include <sys/statvfs.h>
 
 #include "ckptfs.h"
+#include "push.h"
 
 #define LATEST	      "latest"
 #define XATTR_HASH    "user.ckpt.xxh128"
@@ -752,6 +753,8 @@ static void ckptfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	/* What a read inflates beyond the request goes to the page cache. */
+	ckpt_reader_on_chunk(r, ckptfs_push_chunk, (void *)(uintptr_t)ino);
 	fi->fh = (uintptr_t)r;
 	fi->keep_cache = 1; /* content under a nodeid never changes */
 	fi->noflush = 1;
@@ -762,6 +765,7 @@ static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 			   off_t off, struct fuse_file_info *fi)
 {
 	struct ckpt_err err = {0};
+	struct ckpt_reader *r = NULL;
 	ssize_t n;
 	char *buf;
 
@@ -781,8 +785,11 @@ static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 		n = ckpt_live_pread((struct ckpt_live_file *)(uintptr_t)fi->fh,
 				    buf, size, (uint64_t)off, &err);
 	} else {
-		n = ckpt_reader_pread((struct ckpt_reader *)(uintptr_t)fi->fh,
-				      buf, size, (uint64_t)off, &err);
+		r = (struct ckpt_reader *)(uintptr_t)fi->fh;
+		/* Held past the reply, after which the file may be released
+		 * on another thread. */
+		ckpt_reader_hold(r);
+		n = ckpt_reader_pread(r, buf, size, (uint64_t)off, &err);
 	}
 	if (n < 0) {
 		ckptfs_log_err(FUSE_LOG_ERR, "read", &err);
@@ -791,6 +798,11 @@ static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 		fuse_reply_buf(req, buf, (size_t)n);
 	}
 	free(buf);
+	/* Answered: inflating ahead now costs this reader nothing, and the
+	 * next request finds its chunk ready. */
+	if (r && n > 0)
+		ckpt_reader_ahead(r);
+	ckpt_reader_close(r);
 }
 
 static void ckptfs_op_release(fuse_req_t req, fuse_ino_t ino,
