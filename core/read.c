@@ -132,7 +132,7 @@ static void vreset(struct ckpt_reader *r)
 static void vupdate(struct ckpt_reader *r, const uint8_t *p, size_t n)
 {
 	if (!verified(r)) {
-		r->crc = (uint32_t)crc32(r->crc, p, (uInt)n);
+		r->crc = libdeflate_crc32(r->crc, p, n);
 		if (r->xs)
 			XXH3_128bits_update(r->xs, p, n);
 	}
