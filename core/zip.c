@@ -238,7 +238,7 @@ static int find_eocd(int fd, uint64_t size, uint64_t *cd_off, uint64_t *cd_len,
 				return not_zip(err, "bad zip64 end record");
 			if (get(&rcur, 4) != SIG_EOCD64)
 				return not_zip(err, "bad zip64 end record");
-			get(&rcur, 8 + 2 + 2);
+			take(&rcur, 8 + 2 + 2); /* record size, versions */
 			if (get(&rcur, 4) != 0 || get(&rcur, 4) != 0)
 				return not_zip(err, "multi-disk archive");
 			n_disk = 0;
