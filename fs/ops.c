@@ -22,6 +22,7 @@
 #include "push.h"
 
 #define LATEST	      "latest"
+#define XATTR_USER    "user."
 #define XATTR_HASH    "user.ckpt.xxh128"
 #define XATTR_ORIGIN  "user.ckpt.origin"
 #define XATTR_CREATED "user.ckpt.created"
@@ -863,9 +864,18 @@ static void ckptfs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			       size_t size)
 {
 	char buf[4096];
-	int rc = xattr_value(fs_of(req), ino, name, buf,
-			     size < sizeof(buf) ? size : sizeof(buf));
+	int rc;
 
+	/* Only the user namespace exists here.  Saying so for the others
+	 * (ACLs, security labels) rather than "no such attribute" lets ls,
+	 * cp and tar, which remember an unsupported file system, stop
+	 * asking after the first file instead of asking for every one. */
+	if (strncmp(name, XATTR_USER, strlen(XATTR_USER)) != 0) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	rc = xattr_value(fs_of(req), ino, name, buf,
+			 size < sizeof(buf) ? size : sizeof(buf));
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else if (size == 0)
