@@ -251,6 +251,65 @@ START_TEST(manifest_disagreements)
 }
 END_TEST
 
+/* A chunk table must fit its entry; one that does not hides the entry, and
+ * a chunk that fails its hash is never returned. */
+START_TEST(chunk_tables)
+{
+	static char data[5000];
+	const char *mf =
+		"{\"format\":\"ckpt\",\"version\":1,\"entries\":["
+		"{\"path\":\"workspace/count\",\"type\":\"file\",\"chunks\":"
+		"{\"size\":4096,\"offsets\":[0],\"xxh3_64\":\"0000000000000000\"}},"
+		"{\"path\":\"workspace/hash\",\"type\":\"file\",\"chunks\":"
+		"{\"size\":8192,\"offsets\":[0],\"xxh3_64\":\"0000000000000000\"}},"
+		"{\"path\":\"workspace/past\",\"type\":\"file\",\"chunks\":"
+		"{\"size\":4096,\"offsets\":[0,999999],\"xxh3_64\":"
+		"\"00000000000000000000000000000000\"}},"
+		"{\"path\":\"workspace/plain\",\"type\":\"file\"},"
+		"{\"path\":\"workspace/stored\",\"type\":\"file\",\"chunks\":"
+		"{\"size\":4096,\"offsets\":[0,10],\"xxh3_64\":"
+		"\"00000000000000000000000000000000\"}}]}";
+	struct zg_entry e[] = {
+		{.name = "workspace/count",
+		 .data = data,
+		 .len = 5000,
+		 .deflate = 1},
+		{.name = "workspace/hash",
+		 .data = data,
+		 .len = 5000,
+		 .deflate = 1},
+		{.name = "workspace/past",
+		 .data = data,
+		 .len = 5000,
+		 .deflate = 1},
+		{.name = "workspace/plain",
+		 .data = data,
+		 .len = 5000,
+		 .deflate = 1},
+		{.name = "workspace/stored", .data = data, .len = 5000},
+	};
+	struct ckpt_archive *a;
+	struct ckpt_err err = {0};
+	char buf[6000];
+
+	for (size_t i = 0; i < sizeof(data); i++)
+		data[i] = "chunk\n"[i % 6];
+	ck_assert_int_eq(open_ckpt(mf, e, 5, &a, NULL), 0);
+	ck_assert_uint_eq(walk(a, "workspace/count"), UINT32_MAX);
+	ck_assert_uint_eq(walk(a, "workspace/past"), UINT32_MAX);
+	ck_assert_uint_eq(walk(a, "workspace/stored"), UINT32_MAX);
+	ck_assert_int_eq(
+		read_all(a, walk(a, "workspace/plain"), buf, sizeof(buf), NULL),
+		5000);
+	ck_assert(memcmp(buf, data, 5000) == 0);
+	ck_assert_int_eq(
+		read_all(a, walk(a, "workspace/hash"), buf, sizeof(buf), &err),
+		-EIO);
+	ck_assert(strstr(err.msg, "chunk hash") != NULL);
+	ckpt_archive_unref(a);
+}
+END_TEST
+
 START_TEST(refusals)
 {
 	struct zg_entry dup[] = {
@@ -496,6 +555,7 @@ int main(void)
 	tcase_add_test(tc, layout_and_lookup);
 	tcase_add_test(tc, hidden_entries);
 	tcase_add_test(tc, manifest_disagreements);
+	tcase_add_test(tc, chunk_tables);
 	tcase_add_test(tc, refusals);
 	tcase_add_test(tc, not_archives);
 	tcase_add_test(tc, bad_content);
