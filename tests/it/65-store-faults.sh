@@ -20,8 +20,9 @@
 # status file, and both come back once their files are whole again.
 # Unmounting while files are open and read: fusermount3 -u fails (busy)
 # and the daemon keeps serving; fusermount3 -u -z detaches at once, the
-# open files keep reading to the end, then the daemon exits with status 0
-# and a clean log.  After every step the daemon still answers.
+# open files keep reading to the end, the detached mount answers through a
+# working directory inside it, and once that goes the daemon exits with
+# status 0 and a clean log.  After every step the daemon still answers.
 # shellcheck disable=SC2010 # ls | grep on names this test chose
 . "${SRCDIR:-$(dirname "$0")/../..}/tests/it/lib.sh"
 need python3 python3
@@ -291,8 +292,15 @@ end_reader busy
 assert_eq "ok prefix" "$REPLY" "the reader after the refused unmount"
 same b "$WORK/rb"
 
-# Lazily: a held reader and two readers in a loop, during the unmount.
+# Lazily: a held reader and two readers in a loop, during the unmount.  A
+# process whose working directory is in the mount keeps the detached mount
+# alive after the readers close, so that the daemon gets their releases:
+# a release still queued when the last reference goes is dropped by the
+# kernel with the connection, and the daemon never frees that handle.
 loops=()
+sh -c 'cd "$1" && exec sleep 60' sh "$MNT/snapshots/a/workspace" &
+holder=$!
+track_pid "$holder"
 start_reader lazy "$MNT/snapshots/b/workspace/data/big.bin" \
 	"$WORK/rb/workspace/data/big.bin"
 for i in 1 2; do
@@ -315,8 +323,17 @@ for p in "${loops[@]}"; do
 	wait "$p" 2>/dev/null || true
 	_untrack "$p"
 done
+# Detached, the mount still answers whoever is inside it.
+out=$(timeout 10 cat "/proc/$holder/cwd/README.md" 2>&1) ||
+	fail "the detached mount, through a working directory in it: $out"
+assert_eq "$(cat "$WORK/ra/workspace/README.md")" "$out" \
+	"README.md read through the detached mount"
+sleep 0.5 # the readers' releases reach the daemon
+kill "$holder"
+wait "$holder" 2>/dev/null || true
+_untrack "$holder"
 wait_for 10 gone "$pid" ||
-	fail "ckptfs (PID $pid) still runs 10 s after the lazy unmount and its last reader"
+	fail "ckptfs (PID $pid) still runs 10 s after the lazy unmount and its last user"
 rc=0
 wait "$pid" || rc=$?
 _untrack "$pid"
