@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "push.h"
 
@@ -76,13 +77,23 @@ int ckptfs_push_start(struct fuse_session *se)
 
 void ckptfs_push_stop(void)
 {
+	struct timespec until;
+
 	if (!push.running)
 		return;
 	pthread_mutex_lock(&push.lock);
 	push.stop = true;
 	pthread_cond_broadcast(&push.cond);
 	pthread_mutex_unlock(&push.lock);
-	pthread_join(push.thread, NULL);
+	/* A store may wait for a page whose read will never be answered
+	 * once the loop has stopped (a signal, not an unmount); the
+	 * process is ending then, and is not held up by it. */
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += 2;
+	if (pthread_timedjoin_np(push.thread, NULL, &until) != 0) {
+		pthread_detach(push.thread);
+		return;
+	}
 	pthread_mutex_lock(&push.lock);
 	push.running = false;
 	pthread_mutex_unlock(&push.lock);
