@@ -389,7 +389,7 @@ int ckpt_store_get(struct ckpt_store *s, const char *name,
 	struct stat st;
 	int rc;
 
-	bool poisoned = false, fresh = false;
+	bool poisoned = false, fresh = false, gone = false;
 	struct ckpt_err local;
 
 	/* The reason is kept for the status file even when the caller
@@ -435,10 +435,19 @@ int ckpt_store_get(struct ckpt_store *s, const char *name,
 	snprintf(file, sizeof(file), "%s" SUFFIX, name);
 	rc = ckpt_archive_open(s->dirfd, file, &s->o.limits, s->o.policy_flags,
 			       &a, err);
+	if (rc < 0 && rc != -ENOMEM) {
+		/* A file removed or still being written since the scan is
+		 * not refused: the rescan its change causes looks again. */
+		struct stat now;
+		gone = fstatat(s->dirfd, file, &now, AT_SYMLINK_NOFOLLOW) < 0 ||
+		       !same_file(&now, &st);
+		if (gone)
+			memset(err, 0, sizeof(*err));
+	}
 
 	pthread_rwlock_wrlock(&s->lock);
 	sl = find(s->slots, s->nslots, name);
-	if (!sl || !same_file(&sl->st, &st)) {
+	if (!sl || !same_file(&sl->st, &st) || gone) {
 		rc = -ENOENT; /* replaced meanwhile: the next call retries */
 	} else if (sl->a) {
 		ckpt_archive_unref(a);
