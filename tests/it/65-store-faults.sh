@@ -7,6 +7,8 @@
 # already open keep reading what they were opened on; a directory created
 # again at that path is served from the next rescan (2 s), its checkpoints
 # appear, later changes show through inotify again, and saves land there.
+# Moved away (mv STORE), it is no longer served, nor saved into; moved
+# back, it is.
 # Made unreadable (chmod 000; the daemon runs without CAP_DAC_OVERRIDE,
 # as root otherwise bypasses the mode), snapshots/ empties; readable again,
 # everything is back.  Filled with thousands of files that are not
@@ -177,6 +179,14 @@ same c "$WORK/ra"
 rm "$STORE/c.ckpt" "$STORE/checkpoint.json"
 wait_for 5 shows "a b " || fail "snapshots/ after removing c.ckpt: $(shown)"
 answers "STORE created again"
+# Moved away, the directory is no longer the store; moved back, it is.
+mv "$STORE" "$WORK/moved"
+wait_for 5 shows "" || fail "snapshots/ 5 s after STORE was moved away: $(shown)"
+assert_errno ENOENT mkdir "$MNT/snapshots/lost2"
+[ ! -e "$WORK/moved/lost2.ckpt" ] || fail "a save went to the moved-away STORE"
+mv "$WORK/moved" "$STORE"
+wait_for 5 shows "a b " || fail "snapshots/ after STORE was moved back: $(shown)"
+answers "STORE moved back"
 
 # ---- thousands of things that are not checkpoints ---------------------------------
 mkdir "$STORE/junk"
