@@ -1394,8 +1394,19 @@ def main():
         print(text)
     else:
         out = os.path.join(top, "BENCHMARKS.md")
-        with open(out, "w") as f:
+        # The record of what each change bought is kept by hand: it
+        # survives a new run.
+        try:
+            with open(out) as f:
+                old = f.read()
+            at = old.find("\n## What each change bought")
+            if at >= 0:
+                text = text.rstrip("\n") + "\n" + old[at:]
+        except OSError:
+            pass
+        with open(out + ".tmp", "w") as f:
             f.write(text)
+        os.replace(out + ".tmp", out)
         log("wrote %s (%.1f minutes)" % (out, elapsed / 60))
     return 0
 
