@@ -545,15 +545,20 @@ static void ckptfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	fuse_reply_err(req, 0);
 }
 
-/* Adds one entry; returns false when the buffer is full. */
-static bool add_entry(fuse_req_t req, char *buf, size_t size, size_t *pos,
-		      bool plus, const char *name, fuse_ino_t ino, off_t next)
+/* Adds one entry; returns false when the buffer is full.  A caller that
+ * holds the entry's archive passes it, which spares finding it again by
+ * nodeid for every entry. */
+static bool add_entry_of(fuse_req_t req, char *buf, size_t size, size_t *pos,
+			 bool plus, const char *name, fuse_ino_t ino,
+			 off_t next, const struct ckpt_archive *a)
 {
 	struct ckptfs *fs = fs_of(req);
 	struct fuse_entry_param e = {0};
+	int rc = a ? archive_attr(fs, a, (uint32_t)ino, &e.attr)
+		   : getattr_ino(fs, ino, &e.attr);
 	size_t n;
 
-	if (getattr_ino(fs, ino, &e.attr) < 0)
+	if (rc < 0)
 		return true; /* vanished meanwhile: skip it */
 	if (plus) {
 		e.ino = ino;
@@ -569,6 +574,12 @@ static bool add_entry(fuse_req_t req, char *buf, size_t size, size_t *pos,
 		return false;
 	*pos += n;
 	return true;
+}
+
+static bool add_entry(fuse_req_t req, char *buf, size_t size, size_t *pos,
+		      bool plus, const char *name, fuse_ino_t ino, off_t next)
+{
+	return add_entry_of(req, buf, size, pos, plus, name, ino, next, NULL);
 }
 
 /* The parent of a directory, for "..". */
@@ -693,9 +704,9 @@ static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 		if (off == 0)
 			warm_store(fs);
 		while (ckpt_store_next(fs->store, &p, &a) == 0) {
-			bool ok = add_entry(
+			bool ok = add_entry_of(
 				req, buf, size, pos, plus, ckpt_archive_name(a),
-				nodeid(a, CKPT_NODE_ROOT), (off_t)p + 3);
+				nodeid(a, CKPT_NODE_ROOT), (off_t)p + 3, a);
 			ckpt_archive_unref(a);
 			if (!ok)
 				return;
@@ -736,8 +747,8 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 		     i++) {
 			memcpy(nm, name, len);
 			nm[len] = '\0';
-			if (!add_entry(req, buf, size, &pos, plus, nm,
-				       nodeid(a, node), (off_t)i + 3))
+			if (!add_entry_of(req, buf, size, &pos, plus, nm,
+					  nodeid(a, node), (off_t)i + 3, a))
 				break;
 		}
 	}

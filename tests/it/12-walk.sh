@@ -7,7 +7,8 @@
 # asking after the first file), an unknown user name is "no such
 # attribute"; cp -a, rsync -aAX and tar --acls --xattrs copy a checkpoint
 # out silently.  ls -lR asks the daemon for such attributes a bounded number
-# of times, however many files it lists.
+# of times, however many files it lists.  A long listing left open while
+# its checkpoint is replaced returns every name of the old one.
 . "${SRCDIR:-$(dirname "$0")/../..}/tests/it/lib.sh"
 need getfattr attr
 need rsync rsync
@@ -76,6 +77,42 @@ asked=$((after - before))
 # device; one more of each is slack for other ls versions.
 [ "$asked" -le 4 ] ||
 	fail "ls -lR over $nfiles names asked for $asked extended attributes"
+
+# ---- a listing open across a replacement ------------------------------------
+# Files and listings already open keep the checkpoint they started on
+# (ckptfs(1), THE LIVE STORE): the rest of a long listing comes from the
+# old archive, whole, after a new r.ckpt has been renamed over it.
+need python3 python3
+R=$WORK/rrun
+mkdir -p "$R/workspace/d"
+for i in $(seq 1 2000); do
+	echo "$i" >"$R/workspace/d/a-file-with-a-rather-long-name-$i.txt"
+done
+mkckpt "$R" "$STORE/r.ckpt" -n r -o user
+echo new >"$R/workspace/d/only-in-the-new-one.txt"
+mkckpt "$R" "$WORK/r2.ckpt" -n r -o user
+D=$MNT/snapshots/r/workspace/d
+wait_for 5 test -d "$D" || fail "snapshots/r did not appear"
+cat >"$WORK/listing.py" <<'PY'
+import os, sys, time
+d, new, store = sys.argv[1:4]
+it = os.scandir(os.open(d, os.O_RDONLY | os.O_DIRECTORY))
+names = [next(it).name for _ in range(10)]
+os.rename(new, os.path.join(store, "r.ckpt"))
+fresh = os.path.join(d, "only-in-the-new-one.txt")
+for _ in range(100):  # until the mount serves the new archive
+    if os.path.exists(fresh):
+        break
+    time.sleep(0.1)
+else:
+    sys.exit("the new r.ckpt never showed")
+names += [e.name for e in it]
+print(len(names), len(set(names)),
+      sum(n.startswith("a-file-with") for n in names))
+PY
+got=$(timeout 30 python3 "$WORK/listing.py" "$D" "$WORK/r2.ckpt" "$STORE" 2>&1) ||
+	fail "listing across a replacement: $got"
+assert_eq "2000 2000 2000" "$got" "names listed across a replacement"
 
 daemon_alive
 ckpt_umount "$MNT"
