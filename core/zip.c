@@ -425,12 +425,14 @@ int zip_read_entry(int fd, const struct zentry *e, const char *name,
 	/* A stored entry's compressed size is backed by bytes in the file
 	 * (its extent was checked), and its size must equal it; a deflated
 	 * one's size is only a claim, so its buffer grows with the output
-	 * actually produced, up to size + 1. */
+	 * actually produced, up to size + 1.  The buffer is never exactly
+	 * size bytes: a stream ending there would leave no room for the
+	 * NUL after the content. */
 	if (e->method == ZIP_METHOD_STORE && e->csize != e->size)
 		return ckpt_err_set(err, -EIO, "crc", name, name_len,
 				    "stored entry with two sizes");
-	cap = e->method == ZIP_METHOD_STORE || e->size < 65536 ? e->size + 1
-							       : 65536;
+	cap = e->method == ZIP_METHOD_STORE || e->size <= 65536 ? e->size + 1
+								: 65536;
 	buf = malloc(cap);
 	if (!buf)
 		return ckpt_err_set(err, -ENOMEM, "limit", name, name_len,
@@ -455,7 +457,7 @@ int zip_read_entry(int fd, const struct zentry *e, const char *name,
 		zs.avail_out = (uInt)cap;
 		while (zr != Z_STREAM_END) {
 			if (zs.avail_out == 0 && cap < e->size + 1) {
-				uint64_t grown = cap * 2 < e->size + 1
+				uint64_t grown = cap * 2 < e->size
 							 ? cap * 2
 							 : e->size + 1;
 				char *nb = realloc(buf, grown);
