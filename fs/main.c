@@ -5,7 +5,9 @@
  * usage(); bad options fail here, at mount, never at first use.  Logs go
  * to stderr in the foreground and to syslog once daemonised.
  */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
@@ -318,6 +320,78 @@ static void raise_nofile(void)
 		rl.rlim_cur = rl.rlim_max;
 		setrlimit(RLIMIT_NOFILE, &rl);
 	}
+}
+
+/* ---- reading the store ahead ------------------------------------------ */
+
+/*
+ * Listing snapshots/ (or finding latest) indexes every checkpoint in turn,
+ * and on a cold cache each one waits for the tail of its file (end record,
+ * central directory, manifest) to come from the disk.  Right after the
+ * mount, a thread asks the kernel to read every checkpoint's tail ahead,
+ * all at once, so the first listing finds them in the page cache.  The
+ * daemon holds no memory for it, and reads at most PREFETCH_TOTAL.  Names
+ * and file types are checked as the store does: only regular files
+ * NAME.ckpt are opened, without following links or blocking.
+ */
+#define PREFETCH_TAIL  (256 << 10)
+#define PREFETCH_TOTAL (64 << 20)
+
+static pthread_t prefetcher;
+static bool prefetching;
+static volatile sig_atomic_t prefetch_stop;
+
+static void prefetch_one(int dfd, const char *name, off_t *budget)
+{
+	size_t n = strlen(name);
+	struct stat st;
+	off_t len;
+	int fd;
+
+	if (n <= 5 || strcmp(name + n - 5, ".ckpt") != 0 ||
+	    ckpt_name_check(name, n - 5) < 0)
+		return;
+	if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+	    !S_ISREG(st.st_mode))
+		return;
+	fd = openat(dfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		len = st.st_size < PREFETCH_TAIL ? st.st_size : PREFETCH_TAIL;
+		len = len < *budget ? len : *budget;
+		posix_fadvise(fd, st.st_size - len, len, POSIX_FADV_WILLNEED);
+		*budget -= len;
+	}
+	close(fd);
+}
+
+static void *prefetch(void *arg)
+{
+	DIR *d = opendir(arg);
+	struct dirent *e;
+	off_t budget = PREFETCH_TOTAL;
+
+	if (!d)
+		return NULL;
+	while (!prefetch_stop && budget > 0 && (e = readdir(d)))
+		prefetch_one(dirfd(d), e->d_name, &budget);
+	closedir(d);
+	return NULL;
+}
+
+static void prefetch_start(const char *store)
+{
+	prefetching =
+		pthread_create(&prefetcher, NULL, prefetch, (void *)store) == 0;
+}
+
+static void prefetch_end(void)
+{
+	prefetch_stop = 1;
+	if (prefetching)
+		pthread_join(prefetcher, NULL);
+	prefetching = false;
 }
 
 /* ---- the session loop ------------------------------------------------- */
@@ -641,6 +715,7 @@ int main(int argc, char **argv)
 	if (ckptfs_push_start(fs.se) < 0)
 		fuse_log(FUSE_LOG_WARNING,
 			 "ckptfs: cannot start the page cache thread\n");
+	prefetch_start(store);
 	if (cmd.singlethread) {
 		rc = fuse_session_loop(fs.se);
 	} else if (!cmd.clone_fd) {
@@ -658,6 +733,7 @@ int main(int argc, char **argv)
 		fuse_loop_cfg_destroy(cfg);
 	}
 	rc = rc < 0 ? 1 : 0;
+	prefetch_end();
 	ckptfs_push_stop();
 	ckptfs_watch_stop(&fs);
 out_unmount:

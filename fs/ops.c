@@ -131,79 +131,11 @@ static int archive_attr(struct ckptfs *fs, const struct ckpt_archive *a,
 	return 0;
 }
 
-/* ---- indexing the whole store ----------------------------------------- */
-
-/* Listing snapshots/ and finding "latest" index every checkpoint, one
- * after another; on a cold cache each waits for a few small reads of its
- * file.  Indexing them from several threads first keeps that many reads in
- * flight.  Not worth threads for a handful of checkpoints. */
-#define WARM_THREADS 8
-#define WARM_MIN     32
-
-struct warm_part {
-	struct ckpt_store *store;
-	size_t first;
-};
-
-static void *warm_part(void *arg)
-{
-	struct warm_part *w = arg;
-	struct ckpt_archive *a;
-
-	/* Every WARM_THREADS-th position; a refused one makes this thread
-	 * index its neighbour too, which core tolerates (one index wins). */
-	for (size_t p = w->first;; p += WARM_THREADS) {
-		size_t at = p;
-		if (ckpt_store_next(w->store, &at, &a) < 0)
-			break;
-		ckpt_archive_unref(a);
-	}
-	return NULL;
-}
-
-/* Indexes every checkpoint, in parallel, unless the store looks as it did
- * the last time (same count and bytes): then they are indexed already, or
- * were refused, and the listing's own pass is cheap. */
-static void warm_store(struct ckptfs *fs)
-{
-	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
-	static uint64_t seen_bytes, seen_count;
-	struct warm_part parts[WARM_THREADS];
-	pthread_t t[WARM_THREADS];
-	uint64_t bytes, count;
-	size_t n = 0;
-
-	ckpt_store_usage(fs->store, &bytes, &count);
-	if (count < WARM_MIN)
-		return;
-	/* Held throughout: a second listing waits for the first one's work
-	 * instead of repeating it. */
-	pthread_mutex_lock(&lock);
-	if (bytes != seen_bytes || count != seen_count) {
-		for (size_t i = 0; i < WARM_THREADS; i++) {
-			parts[n] = (struct warm_part){fs->store, i};
-			if (pthread_create(&t[n], NULL, warm_part, &parts[n]) ==
-			    0)
-				n++;
-		}
-		for (size_t i = 0; i < n; i++)
-			pthread_join(t[i], NULL);
-		if (n == WARM_THREADS) {
-			seen_bytes = bytes;
-			seen_count = count;
-		}
-	}
-	pthread_mutex_unlock(&lock);
-}
-
 /* The newest checkpoint's link text, "snapshots/NAME". */
 static int latest_target(struct ckptfs *fs, char *buf, size_t size)
 {
 	struct ckpt_archive *a;
-	int rc;
-
-	warm_store(fs);
-	rc = ckpt_store_latest(fs->store, &a);
+	int rc = ckpt_store_latest(fs->store, &a);
 
 	if (rc < 0)
 		return rc;
@@ -701,8 +633,6 @@ static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 		}
 	} else if (ino == INO_SNAPSHOTS) {
 		size_t p = (size_t)off;
-		if (off == 0)
-			warm_store(fs);
 		while (ckpt_store_next(fs->store, &p, &a) == 0) {
 			bool ok = add_entry_of(
 				req, buf, size, pos, plus, ckpt_archive_name(a),
