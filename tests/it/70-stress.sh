@@ -87,7 +87,10 @@ SUM1=$(allsum "$WORK/r1")
 # ---- workers ---------------------------------------------------------------------
 # Each appends one line per operation to $WORK/ev.NAME: "ok", "tol" (a
 # reader met a checkpoint removed under it) or "err WHAT".
-ALLOWED='No such file or directory|Stale file handle|(file|directory) has vanished|some files vanished before|some files/attrs were not transferred'
+# What a reader may meet: ENOENT and ESTALE from a checkpoint gone, and
+# rsync's words for them, each error on its own line; then rsync's summary.
+ALLOWED='No such file or directory|Stale file handle|(file|directory) has vanished'
+ALLOWED+='|^rsync (warning: some files vanished before|error: some files/attrs were not transferred|error: error in file IO)'
 ev() { echo "$2" >>"$WORK/ev.$1"; }
 
 # op W CMD...: one write, which must succeed.
@@ -128,7 +131,7 @@ rd() {
 		ev "$w" "tol $(head -c 300 "$WORK/err.$w" | tr "\n" " ")"
 		return 1
 	fi
-	ev "$w" "err $* (status $rc): $(head -c 600 "$WORK/err.$w")"
+	ev "$w" "err $* (status $rc): $(head -c 600 "$WORK/err.$w" | tr '\n' '|')"
 	return 2
 }
 
