@@ -208,6 +208,9 @@ ssize_t ckpt_reader_pread(struct ckpt_reader *r, void *buf, size_t size,
  * The last one frees it.  NULL is a no-op. */
 void ckpt_reader_close(struct ckpt_reader *r);
 void ckpt_reader_hold(struct ckpt_reader *r);
+/* The archive and node the reader reads, valid while it is open. */
+struct ckpt_archive *ckpt_reader_archive(const struct ckpt_reader *r,
+					 uint32_t *node);
 
 /* Called with each chunk the reader inflates into its shared cache, while
  * the bytes are held: content bytes [off, off + len), checked already.  A

@@ -240,6 +240,13 @@ nomem:
 	return -ENOMEM;
 }
 
+struct ckpt_archive *ckpt_reader_archive(const struct ckpt_reader *r,
+					 uint32_t *node)
+{
+	*node = r->node;
+	return r->a;
+}
+
 void ckpt_reader_hold(struct ckpt_reader *r)
 {
 	atomic_fetch_add(&r->refs, 1);

@@ -401,14 +401,151 @@ static double entry_timeout(struct ckptfs *fs, fuse_ino_t ino)
 	return fs->timeout;
 }
 
+/* ---- handles ---------------------------------------------------------- */
+
+/*
+ * Every handle given to the kernel is on one list, so that those whose
+ * release never comes are freed when the session ends: after a lazy
+ * unmount, the kernel drops the releases of the files still open when the
+ * last of them closes.
+ */
+enum handle_kind {
+	H_LISTING,
+	H_TEXT,
+	H_LIVE,
+	H_READER
+};
+
+struct text {
+	char *buf;
+	size_t len;
+};
+
+struct handle {
+	struct handle *prev, *next;
+	enum handle_kind kind;
+	void *p;
+};
+
+static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct handle handles = {&handles, &handles, H_LISTING, NULL};
+
+static int handle_new(struct fuse_file_info *fi, enum handle_kind kind, void *p)
+{
+	struct handle *h = malloc(sizeof(*h));
+
+	if (!h)
+		return -ENOMEM;
+	h->kind = kind;
+	h->p = p;
+	pthread_mutex_lock(&handles_lock);
+	h->next = handles.next;
+	h->prev = &handles;
+	handles.next->prev = h;
+	handles.next = h;
+	pthread_mutex_unlock(&handles_lock);
+	fi->fh = (uintptr_t)h;
+	return 0;
+}
+
+static void *handle_of(const struct fuse_file_info *fi)
+{
+	return fi && fi->fh ? ((struct handle *)(uintptr_t)fi->fh)->p : NULL;
+}
+
+static void handle_free(struct handle *h)
+{
+	struct text *t;
+
+	switch (h->kind) {
+	case H_LISTING:
+		ckpt_archive_unref(h->p);
+		break;
+	case H_TEXT:
+		t = h->p;
+		free(t->buf);
+		free(t);
+		break;
+	case H_LIVE:
+		ckpt_live_close(h->p);
+		break;
+	case H_READER:
+		ckpt_reader_close(h->p);
+		break;
+	}
+	free(h);
+}
+
+static void handle_release(struct fuse_file_info *fi)
+{
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+
+	if (!h)
+		return;
+	pthread_mutex_lock(&handles_lock);
+	h->prev->next = h->next;
+	h->next->prev = h->prev;
+	pthread_mutex_unlock(&handles_lock);
+	handle_free(h);
+}
+
+/* The attributes of a file of a checkpoint the store has dropped, from a
+ * handle still reading it: the kernel asks by nodeid alone when a path
+ * (/dev/fd/N) is stat'ed, and an open file keeps working. */
+static int open_attr(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
+{
+	int rc = -ESTALE;
+
+	pthread_mutex_lock(&handles_lock);
+	for (struct handle *h = handles.next; h != &handles; h = h->next) {
+		struct ckpt_archive *a;
+		uint32_t node;
+
+		if (h->kind != H_READER)
+			continue;
+		a = ckpt_reader_archive(h->p, &node);
+		if (nodeid(a, node) == ino) {
+			rc = archive_attr(fs, a, node, st);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&handles_lock);
+	return rc;
+}
+
+static void ckptfs_op_destroy(void *userdata)
+{
+	(void)userdata;
+	pthread_mutex_lock(&handles_lock);
+	while (handles.next != &handles) {
+		struct handle *h = handles.next;
+		handles.next = h->next;
+		handle_free(h);
+	}
+	handles.prev = &handles;
+	pthread_mutex_unlock(&handles_lock);
+}
+
 static void ckptfs_op_getattr(fuse_req_t req, fuse_ino_t ino,
 			      struct fuse_file_info *fi)
 {
 	struct ckptfs *fs = fs_of(req);
 	struct stat st;
-	int rc = getattr_ino(fs, ino, &st);
+	int rc;
 
-	(void)fi;
+	/* fstat of an open file answers from the archive it reads, which
+	 * the store may have dropped since: open files keep working. */
+	if (fi && fi->fh &&
+	    ((struct handle *)(uintptr_t)fi->fh)->kind == H_READER) {
+		uint32_t node;
+		struct ckpt_archive *a =
+			ckpt_reader_archive(handle_of(fi), &node);
+		rc = archive_attr(fs, a, node, &st);
+	} else {
+		rc = getattr_ino(fs, ino, &st);
+		if (rc == -ESTALE)
+			rc = open_attr(fs, ino, &st);
+	}
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -464,8 +601,12 @@ static void ckptfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 		}
 		fi->cache_readdir = 1;
 		fi->keep_cache = 1;
+		if (handle_new(fi, H_LISTING, a) < 0) {
+			ckpt_archive_unref(a);
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
 	}
-	fi->fh = (uintptr_t)a;
 	fuse_reply_open(req, fi);
 }
 
@@ -473,7 +614,7 @@ static void ckptfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
 				 struct fuse_file_info *fi)
 {
 	(void)ino;
-	ckpt_archive_unref((struct ckpt_archive *)(uintptr_t)fi->fh);
+	handle_release(fi);
 	fuse_reply_err(req, 0);
 }
 
@@ -648,7 +789,7 @@ static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			   off_t off, struct fuse_file_info *fi, bool plus)
 {
-	struct ckpt_archive *a = (struct ckpt_archive *)(uintptr_t)fi->fh;
+	struct ckpt_archive *a = handle_of(fi);
 	char *buf = malloc(size);
 	size_t pos = 0;
 
@@ -701,11 +842,6 @@ static void ckptfs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 
 /* ---- files ------------------------------------------------------------ */
 
-struct text {
-	char *buf;
-	size_t len;
-};
-
 static void ckptfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
@@ -724,12 +860,14 @@ static void ckptfs_op_open(fuse_req_t req, fuse_ino_t ino,
 		/* A snapshot of the text, so one read(2) loop sees one
 		 * consistent version. */
 		struct text *t = calloc(1, sizeof(*t));
-		if (!t || control_text(fs, ino, &t->buf, &t->len) < 0) {
+		if (!t || control_text(fs, ino, &t->buf, &t->len) < 0 ||
+		    handle_new(fi, H_TEXT, t) < 0) {
+			if (t)
+				free(t->buf);
 			free(t);
 			fuse_reply_err(req, ENOMEM);
 			return;
 		}
-		fi->fh = (uintptr_t)t;
 		fi->direct_io = 1;
 		fuse_reply_open(req, fi);
 		return;
@@ -747,7 +885,11 @@ static void ckptfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			fuse_reply_err(req, -rc);
 			return;
 		}
-		fi->fh = (uintptr_t)f;
+		if (handle_new(fi, H_LIVE, f) < 0) {
+			ckpt_live_close(f);
+			fuse_reply_err(req, ENOMEM);
+			return;
+		}
 		fi->direct_io = 1; /* live content: no page cache */
 		fuse_reply_open(req, fi);
 		return;
@@ -767,7 +909,11 @@ static void ckptfs_op_open(fuse_req_t req, fuse_ino_t ino,
 	}
 	/* What a read inflates beyond the request goes to the page cache. */
 	ckpt_reader_on_chunk(r, ckptfs_push_chunk, (void *)(uintptr_t)ino);
-	fi->fh = (uintptr_t)r;
+	if (handle_new(fi, H_READER, r) < 0) {
+		ckpt_reader_close(r);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
 	fi->keep_cache = 1; /* content under a nodeid never changes */
 	fi->noflush = 1;
 	fuse_reply_open(req, fi);
@@ -789,15 +935,15 @@ static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 		return;
 	}
 	if (ino == INO_STATUS || is_error_ino(ino)) {
-		struct text *t = (struct text *)(uintptr_t)fi->fh;
+		struct text *t = handle_of(fi);
 		size_t o = (size_t)off < t->len ? (size_t)off : t->len;
 		n = (ssize_t)(size < t->len - o ? size : t->len - o);
 		memcpy(buf, t->buf + o, (size_t)n);
 	} else if (is_live(ino)) {
-		n = ckpt_live_pread((struct ckpt_live_file *)(uintptr_t)fi->fh,
-				    buf, size, (uint64_t)off, &err);
+		n = ckpt_live_pread(handle_of(fi), buf, size, (uint64_t)off,
+				    &err);
 	} else {
-		r = (struct ckpt_reader *)(uintptr_t)fi->fh;
+		r = handle_of(fi);
 		/* Held past the reply, after which the file may be released
 		 * on another thread. */
 		ckpt_reader_hold(r);
@@ -820,15 +966,8 @@ static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void ckptfs_op_release(fuse_req_t req, fuse_ino_t ino,
 			      struct fuse_file_info *fi)
 {
-	if (ino == INO_STATUS || is_error_ino(ino)) {
-		struct text *t = (struct text *)(uintptr_t)fi->fh;
-		free(t->buf);
-		free(t);
-	} else if (is_live(ino)) {
-		ckpt_live_close((struct ckpt_live_file *)(uintptr_t)fi->fh);
-	} else {
-		ckpt_reader_close((struct ckpt_reader *)(uintptr_t)fi->fh);
-	}
+	(void)ino;
+	handle_release(fi);
 	fuse_reply_err(req, 0);
 }
 
@@ -1155,6 +1294,7 @@ static void ckptfs_op_init(void *userdata, struct fuse_conn_info *conn)
 
 const struct fuse_lowlevel_ops ckptfs_ops = {
 	.init = ckptfs_op_init,
+	.destroy = ckptfs_op_destroy,
 	.lookup = ckptfs_op_lookup,
 	.forget = ckptfs_op_forget,
 	.forget_multi = ckptfs_op_forget_multi,
