@@ -81,6 +81,9 @@ struct build {
 	size_t ntargets;
 	char *mtext; /* manifest.json as stored */
 	size_t mlen;
+	/* names of non-directory entries left out, sorted by cmp_zname */
+	const struct zcd **gone;
+	size_t ngone;
 };
 
 static void hide(struct ckpt_archive *a, const struct ckpt_err *why)
@@ -611,8 +614,8 @@ static bool shown(void *ctx, const char *path, size_t len)
 	return true;
 }
 
-int archive_manifest(const struct ckpt_archive *a, char **out, size_t *len,
-		     struct ckpt_err *err)
+static int build_manifest(const struct ckpt_archive *a, char **out,
+			  struct ckpt_err *err)
 {
 	const struct node *n = &a->nodes[a->manifest_node];
 	char *text, *buf;
@@ -636,8 +639,36 @@ int archive_manifest(const struct ckpt_archive *a, char **out, size_t *len,
 				    "manifest changed under the mount");
 	}
 	*out = buf;
-	*len = (size_t)m;
 	return 0;
+}
+
+/* One copy however many read it at once: a manifest may be tens of
+ * megabytes. */
+int archive_manifest_get(struct ckpt_archive *a, const char **out, size_t *len,
+			 struct ckpt_err *err)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&a->manifest_lock);
+	if (!a->manifest_text)
+		rc = build_manifest(a, &a->manifest_text, err);
+	if (rc == 0) {
+		a->manifest_users++;
+		*out = a->manifest_text;
+		*len = (size_t)a->manifest_size;
+	}
+	pthread_mutex_unlock(&a->manifest_lock);
+	return rc;
+}
+
+void archive_manifest_put(struct ckpt_archive *a)
+{
+	pthread_mutex_lock(&a->manifest_lock);
+	if (--a->manifest_users == 0) {
+		free(a->manifest_text);
+		a->manifest_text = NULL;
+	}
+	pthread_mutex_unlock(&a->manifest_lock);
 }
 
 /* Sizes the manifest as served, once, so stat is exact without keeping
@@ -660,6 +691,56 @@ static int measure_manifest(struct ckpt_archive *a, const char *text,
 	return 0;
 }
 
+static int cmp_zname(const void *x, const void *y)
+{
+	const struct zcd *a = *(const struct zcd *const *)x;
+	const struct zcd *b = *(const struct zcd *const *)y;
+
+	return pathcmp(a->name, a->name_len, b->name, b->name_len);
+}
+
+/* A file, link or special entry that is not shown may still be the parent
+ * of shown entries; ckpt(5) refuses that archive as it would if the entry
+ * were shown, rather than showing the name as a directory. */
+static int remember_gone(struct build *b, const struct zcd *e)
+{
+	if ((b->ngone & (b->ngone - 1)) == 0) {
+		size_t cap = b->ngone ? b->ngone * 2 : 16;
+		const struct zcd **g = realloc(b->gone, cap * sizeof(*g));
+		if (!g)
+			return -ENOMEM;
+		b->gone = g;
+	}
+	b->gone[b->ngone++] = e;
+	return 0;
+}
+
+static int check_gone(struct build *b, struct ckpt_err *err)
+{
+	if (b->ngone == 0)
+		return 0;
+	qsort(b->gone, b->ngone, sizeof(*b->gone), cmp_zname);
+	for (size_t i = 0; i < b->nents; i++) {
+		const char *p = b->ents[i].name;
+		size_t len = b->ents[i].name_len;
+
+		for (const char *s = memchr(p, '/', len); s;
+		     s = memchr(s + 1, '/', len - (size_t)(s + 1 - p))) {
+			struct zcd key = {.name = p,
+					  .name_len = (uint16_t)(s - p)};
+			const struct zcd *k = &key;
+
+			if (bsearch(&k, b->gone, b->ngone, sizeof(*b->gone),
+				    cmp_zname))
+				return ckpt_err_set(err, -EINVAL, "duplicate",
+						    p, len,
+						    "a name is both a file and "
+						    "a directory");
+		}
+	}
+	return 0;
+}
+
 static int build(struct build *b, struct ckpt_err *err)
 {
 	struct ckpt_archive *a = b->a;
@@ -679,11 +760,13 @@ static int build(struct build *b, struct ckpt_err *err)
 		if (e->name_len == sizeof(MANIFEST) - 1 &&
 		    memcmp(e->name, MANIFEST, sizeof(MANIFEST) - 1) == 0)
 			mf = e;
-		total += e->z.size;
-		if (total > b->lim->max_total_size)
+		/* Compared before adding: zip64 sizes near 2^64 would wrap
+		 * the sum. */
+		if (e->z.size > b->lim->max_total_size - total)
 			return ckpt_err_set(err, -EFBIG, "limit", NULL, 0,
 					    "archive content larger than "
 					    "the limit");
+		total += e->z.size;
 	}
 	if (!mf)
 		return ckpt_err_set(err, -EINVAL, "manifest", NULL, 0,
@@ -705,12 +788,24 @@ static int build(struct build *b, struct ckpt_err *err)
 	a->scan_rules = b->m.scan_rules;
 	b->m.origin = b->m.parent = b->m.scan_rules = NULL;
 	for (size_t i = 0; i < b->nents; i++) {
-		if (&b->ents[i] == mf)
+		const struct zcd *e = &b->ents[i];
+		size_t had = b->nitems;
+		unsigned mode;
+
+		if (e == mf)
 			continue;
-		rc = consider(b, &b->ents[i]);
+		rc = consider(b, e);
 		if (rc < 0)
 			return oom(err);
+		if (b->nitems == had && e->name_len > 0 &&
+		    e->name[e->name_len - 1] != '/' &&
+		    zip_type(e, false, &mode) != CKPT_DIR &&
+		    (rc = remember_gone(b, e)) < 0)
+			return oom(err);
 	}
+	rc = check_gone(b, err);
+	if (rc < 0)
+		return rc;
 	/* The manifest is served as stored, at the checkpoint's root. */
 	struct item *it = add_item(b);
 	if (!it)
@@ -749,6 +844,7 @@ int ckpt_archive_open(int dirfd, const char *file,
 		return oom(err);
 	atomic_init(&a->refs, 1);
 	a->serial = atomic_fetch_add(&next_serial, 1);
+	pthread_mutex_init(&a->manifest_lock, NULL);
 	/* O_NONBLOCK: a FIFO named like a checkpoint must not hang us;
 	 * O_NOFOLLOW: a link to /dev/zero must not be followed. */
 	a->fd = openat(dirfd, file,
@@ -774,6 +870,7 @@ out:
 		free(b.targets[i]);
 	free(b.targets);
 	free(b.items);
+	free(b.gone);
 	free(b.ents);
 	free(b.cd);
 	free(b.mtext);
@@ -811,6 +908,8 @@ void ckpt_archive_unref(struct ckpt_archive *a)
 	free(a->parent);
 	free(a->scan_rules);
 	free(a->name);
+	free(a->manifest_text);
+	pthread_mutex_destroy(&a->manifest_lock);
 	free(a);
 }
 
@@ -969,7 +1068,9 @@ int node_path(const struct ckpt_archive *a, uint32_t node, char *buf,
 	buf[pos] = '\0';
 	while (node != 0 && node < a->nnodes) {
 		const struct node *n = &a->nodes[node];
-		if (n->name_len + 1u > pos)
+		/* Room for the name, and for the '/' before it unless it is
+		 * the first component. */
+		if (n->name_len + (n->parent != 0 ? 1u : 0u) > pos)
 			return -ENAMETOOLONG;
 		pos -= n->name_len;
 		memcpy(buf + pos, a->names + n->name_off, n->name_len);

@@ -132,6 +132,11 @@ struct ckpt_archive {
 	bool manifest_filtered;
 	uint64_t manifest_size; /* as served */
 	uint64_t max_manifest;
+	/* The filtered text, built by the first reader and shared until the
+	 * last one closes. */
+	pthread_mutex_t manifest_lock;
+	char *manifest_text;
+	unsigned manifest_users;
 
 	struct ckpt_hidden hidden[HIDDEN_RULES];
 	size_t nhidden;
@@ -158,9 +163,11 @@ int node_path(const struct ckpt_archive *a, uint32_t node, char *buf,
 	      size_t size);
 
 /* The manifest text as served: the stored one without the records of
- * entries that are not shown.  *out is malloc'd. */
-int archive_manifest(const struct ckpt_archive *a, char **out, size_t *len,
-		     struct ckpt_err *err);
+ * entries that are not shown, shared by its readers; each successful get
+ * is matched by one put. */
+int archive_manifest_get(struct ckpt_archive *a, const char **out, size_t *len,
+			 struct ckpt_err *err);
+void archive_manifest_put(struct ckpt_archive *a);
 
 /* Marks the archive refused for a defect found while reading. */
 void archive_poison(struct ckpt_archive *a, const struct ckpt_err *why);

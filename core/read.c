@@ -68,7 +68,7 @@ struct ckpt_reader {
 	size_t ring_size, in_size;
 	uint8_t *ring, *in;
 
-	char *mem; /* content built in memory (a filtered manifest) */
+	const char *mem; /* a filtered manifest, shared */
 	size_t mem_len;
 
 	/* Chunked: tab is NULL for a whole entry.  A chunked entry is also
@@ -176,7 +176,7 @@ int ckpt_reader_open(struct ckpt_archive *a, uint32_t node,
 	r->node = node;
 	r->n = &a->nodes[node];
 	if (node == a->manifest_node && a->manifest_filtered) {
-		int rc = archive_manifest(a, &r->mem, &r->mem_len, err);
+		int rc = archive_manifest_get(a, &r->mem, &r->mem_len, err);
 		if (rc < 0) {
 			free(r);
 			return rc;
@@ -187,9 +187,12 @@ int ckpt_reader_open(struct ckpt_archive *a, uint32_t node,
 		return 0;
 	}
 	len = node_path(a, node, path, sizeof(path));
-	data = len < 0 ? len
-		       : zip_data_offset(a->fd, &r->n->z, path, (size_t)len,
-					 err);
+	if (len < 0) {
+		free(r);
+		return ckpt_err_set(err, len, "limit", NULL, 0,
+				    "path too long to open");
+	}
+	data = zip_data_offset(a->fd, &r->n->z, path, (size_t)len, err);
 	if (data < 0) {
 		/* A local header that contradicts the central directory
 		 * means the archive cannot be trusted at all. */
@@ -261,7 +264,8 @@ void ckpt_reader_close(struct ckpt_reader *r)
 	XXH3_freeState(r->xs);
 	free(r->ring);
 	free(r->in);
-	free(r->mem);
+	if (r->mem)
+		archive_manifest_put(r->a);
 	pthread_mutex_destroy(&r->lock);
 	ckpt_archive_unref(r->a);
 	free(r);
