@@ -24,7 +24,9 @@
 
 #include "internal.h"
 
-#define SUFFIX ".ckpt"
+#define SUFFIX	 ".ckpt"
+#define INDEXING 16  /* names indexed at once that others wait for */
+#define NAME_BUF 256 /* a checkpoint name and its NUL */
 
 struct journal;
 static struct journal *journal_new(void);
@@ -69,7 +71,55 @@ struct ckpt_store {
 		ino_t ino;
 	} * written;
 	size_t nwritten;
+	/* Names being indexed now: a second thread waits for the first
+	 * rather than indexing the same archive again (a refused one with a
+	 * large manifest would cost its size in memory once per thread). */
+	pthread_mutex_t indexing_lock;
+	pthread_cond_t indexed;
+	char indexing[INDEXING][NAME_BUF];
+	unsigned nindexing;
 };
+
+/* Claims name for indexing; false when another thread is indexing it
+ * (then it has waited until that one finished, and the caller looks
+ * again).  Without room to record it, indexing goes ahead regardless. */
+static bool indexing_busy(const struct ckpt_store *s, const char *name)
+{
+	for (unsigned i = 0; i < s->nindexing; i++)
+		if (strcmp(s->indexing[i], name) == 0)
+			return true;
+	return false;
+}
+
+static bool indexing_claim(struct ckpt_store *s, const char *name)
+{
+	bool mine = true;
+
+	pthread_mutex_lock(&s->indexing_lock);
+	while (indexing_busy(s, name)) {
+		mine = false;
+		pthread_cond_wait(&s->indexed, &s->indexing_lock);
+	}
+	if (mine && s->nindexing < INDEXING)
+		snprintf(s->indexing[s->nindexing++], NAME_BUF, "%s", name);
+	pthread_mutex_unlock(&s->indexing_lock);
+	return mine;
+}
+
+static void indexing_done(struct ckpt_store *s, const char *name)
+{
+	pthread_mutex_lock(&s->indexing_lock);
+	for (unsigned i = 0; i < s->nindexing; i++)
+		if (strcmp(s->indexing[i], name) == 0) {
+			memmove(s->indexing[i], s->indexing[i + 1],
+				(s->nindexing - i - 1) *
+					sizeof(s->indexing[0]));
+			s->nindexing--;
+			break;
+		}
+	pthread_cond_broadcast(&s->indexed);
+	pthread_mutex_unlock(&s->indexing_lock);
+}
 
 static bool same_file(const struct stat *a, const struct stat *b)
 {
@@ -332,6 +382,8 @@ int ckpt_store_open(const char *dir, const struct ckpt_store_opts *opts,
 				    "cannot open the store: %s", strerror(-e));
 	}
 	pthread_rwlock_init(&s->lock, NULL);
+	pthread_mutex_init(&s->indexing_lock, NULL);
+	pthread_cond_init(&s->indexed, NULL);
 	pthread_mutex_init(&s->refresh, NULL);
 	s->journal = journal_new();
 	if (!s->journal) {
@@ -364,6 +416,8 @@ void ckpt_store_close(struct ckpt_store *s)
 	close(s->dirfd);
 	free(s->path);
 	pthread_rwlock_destroy(&s->lock);
+	pthread_mutex_destroy(&s->indexing_lock);
+	pthread_cond_destroy(&s->indexed);
 	pthread_mutex_destroy(&s->refresh);
 	free(s);
 }
@@ -397,6 +451,7 @@ int ckpt_store_get(struct ckpt_store *s, const char *name,
 	if (!err)
 		err = &local;
 
+again:
 	pthread_rwlock_rdlock(&s->lock);
 	sl = find(s->slots, s->nslots, name);
 	rc = 0;
@@ -430,8 +485,10 @@ int ckpt_store_get(struct ckpt_store *s, const char *name,
 	if (rc < 0)
 		return rc;
 
-	/* Indexing happens unlocked; two threads may race to index one
-	 * checkpoint, and the loser's work is dropped below. */
+	/* Indexing happens unlocked, one thread per name; another that
+	 * wants the same one waits, then finds it published (or refused). */
+	if (!indexing_claim(s, name))
+		goto again;
 	snprintf(file, sizeof(file), "%s" SUFFIX, name);
 	rc = ckpt_archive_open(s->dirfd, file, &s->o.limits, s->o.policy_flags,
 			       &a, err);
@@ -478,6 +535,7 @@ int ckpt_store_get(struct ckpt_store *s, const char *name,
 	if (rc == 0)
 		ckpt_archive_ref(a); /* the caller's */
 	pthread_rwlock_unlock(&s->lock);
+	indexing_done(s, name);
 	if (fresh && s->o.opened)
 		s->o.opened(s->o.ctx, name, rc == 0 ? a : NULL, err);
 	if (rc < 0 && a && (!sl || sl->a != a))
