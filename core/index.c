@@ -81,7 +81,8 @@ struct build {
 	size_t ntargets;
 	char *mtext; /* manifest.json as stored */
 	size_t mlen;
-	/* names of non-directory entries left out, sorted by cmp_zname */
+	struct zcd **by; /* the records, sorted by cmp_name */
+	/* non-directory records left out */
 	const struct zcd **gone;
 	size_t ngone;
 };
@@ -310,7 +311,7 @@ static int check_duplicates(struct build *b, struct ckpt_err *err)
 					  "the archive holds a name twice");
 			break;
 		}
-	free(by);
+	b->by = by; /* kept for check_gone */
 	return rc;
 }
 
@@ -691,14 +692,6 @@ static int measure_manifest(struct ckpt_archive *a, const char *text,
 	return 0;
 }
 
-static int cmp_zname(const void *x, const void *y)
-{
-	const struct zcd *a = *(const struct zcd *const *)x;
-	const struct zcd *b = *(const struct zcd *const *)y;
-
-	return pathcmp(a->name, a->name_len, b->name, b->name_len);
-}
-
 /* A file, link or special entry that is not shown may still be the parent
  * of shown entries; ckpt(5) refuses that archive as it would if the entry
  * were shown, rather than showing the name as a directory. */
@@ -715,28 +708,26 @@ static int remember_gone(struct build *b, const struct zcd *e)
 	return 0;
 }
 
+/* In name order a record's descendants follow it directly ('/' sorts
+ * below every other byte): one look after each record left out. */
 static int check_gone(struct build *b, struct ckpt_err *err)
 {
-	if (b->ngone == 0)
-		return 0;
-	qsort(b->gone, b->ngone, sizeof(*b->gone), cmp_zname);
-	for (size_t i = 0; i < b->nents; i++) {
-		const char *p = b->ents[i].name;
-		size_t len = b->ents[i].name_len;
+	for (size_t i = 0; i < b->ngone; i++) {
+		const struct zcd *g = b->gone[i], *const * at, *next;
 
-		for (const char *s = memchr(p, '/', len); s;
-		     s = memchr(s + 1, '/', len - (size_t)(s + 1 - p))) {
-			struct zcd key = {.name = p,
-					  .name_len = (uint16_t)(s - p)};
-			const struct zcd *k = &key;
-
-			if (bsearch(&k, b->gone, b->ngone, sizeof(*b->gone),
-				    cmp_zname))
-				return ckpt_err_set(err, -EINVAL, "duplicate",
-						    p, len,
-						    "a name is both a file and "
-						    "a directory");
-		}
+		at = bsearch(&g, b->by, b->nents, sizeof(*b->by), cmp_name);
+		if (!at ||
+		    (size_t)(at - (const struct zcd *const *)b->by) + 1 >=
+			    b->nents)
+			continue;
+		next = at[1];
+		if (next->name_len > g->name_len &&
+		    next->name[g->name_len] == '/' &&
+		    memcmp(next->name, g->name, g->name_len) == 0)
+			return ckpt_err_set(err, -EINVAL, "duplicate",
+					    next->name, next->name_len,
+					    "a name is both a file and a "
+					    "directory");
 	}
 	return 0;
 }
@@ -871,6 +862,7 @@ out:
 	free(b.targets);
 	free(b.items);
 	free(b.gone);
+	free(b.by);
 	free(b.ents);
 	free(b.cd);
 	free(b.mtext);
