@@ -19,7 +19,6 @@ need python3 python3
 STORE=$WORK/store
 MNT=$WORK/mnt
 E=$STORE/EXPECT
-RSS_LIMIT_KB=$((256 * 1024))
 timeout 60 python3 "$SRCDIR/scripts/mkhostile" "$STORE" ||
 	fail "scripts/mkhostile $STORE"
 C=$(($(date -u -d 2026-11-23T09:00:00Z +%s) * 1000000000))
@@ -32,33 +31,9 @@ done
 # dec FIELD: the bytes an EXPECT field stands for (\xNN escapes).
 dec() { printf -v DEC '%b' "$1"; }
 
-# rss_sampler PID OUT: appends each new highest VmRSS/VmHWM of PID, in kB,
-# to OUT until killed (one write each, so a kill never leaves half a line).
-rss_sampler() {
-	local pid=$1 out=$2 peak=0 k v _
-	while [ -r "/proc/$pid/status" ]; do
-		while read -r k v _; do
-			case $k in
-			VmRSS: | VmHWM:)
-				if [ "$v" -gt "$peak" ]; then
-					peak=$v
-					echo "$peak" >>"$out"
-				fi
-				;;
-			esac
-		done <"/proc/$pid/status" 2>/dev/null || true
-		sleep 0.05
-	done
-}
-
-# AddressSanitizer keeps 256 MiB of freed memory in quarantine by default,
-# which would count against the daemon; 16 MiB still catches use after free
-# in these short runs.
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=16
+asan_small_quarantine
 ckpt_mount "$STORE" "$MNT"
-rss_sampler "$DAEMON_PID" "$WORK/rss.peak" &
-SAMPLER=$!
-track_pid "$SAMPLER"
+rss_watch
 T="timeout -k 2 10"
 
 # ---- which checkpoints exist ------------------------------------------------
@@ -367,16 +342,7 @@ out=$($T diff -r --no-dereference "$WORK/good2/workspace" \
 rm -f "$STORE/victim.ckpt"
 
 # ---- memory ----------------------------------------------------------------------------
-hwm=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$DAEMON_PID/status")
-[ -n "$hwm" ] || fail "ckptfs (PID $DAEMON_PID) is gone"
-kill "$SAMPLER" 2>/dev/null
-wait "$SAMPLER" 2>/dev/null || true
-sampled=$(sort -n "$WORK/rss.peak" 2>/dev/null | tail -n 1)
-[ -n "$sampled" ] || fail "the sampler never read the daemon's RSS"
-peak=$((hwm > sampled ? hwm : sampled))
-note "daemon peak RSS: $peak kB (sampled every 50 ms: $sampled kB; VmHWM)"
-[ "$peak" -lt "$RSS_LIMIT_KB" ] ||
-	fail "daemon RSS reached $peak kB (limit $RSS_LIMIT_KB kB)"
+rss_check
 
 ckpt_umount "$MNT"
 exit 0

@@ -17,7 +17,6 @@ need python3 python3
 STORE=$WORK/store
 MNT=$WORK/mnt
 E=$STORE/EXPECT
-RSS_LIMIT_KB=$((256 * 1024))
 timeout 60 python3 "$SRCDIR/scripts/mkhostile" --big "$STORE" ||
 	fail "scripts/mkhostile --big $STORE"
 for g in 1 2; do
@@ -27,48 +26,16 @@ done
 big() { awk -v n="$1" -v k="$2" '$1 == "big" && $2 == n && $3 == k {
 	print $4 }' "$E"; }
 
-# rss_sampler PID OUT: appends each new highest VmRSS/VmHWM of PID, in kB,
-# to OUT until killed (one write each, so a kill never leaves half a line).
-rss_sampler() {
-	local pid=$1 out=$2 peak=0 k v _
-	while [ -r "/proc/$pid/status" ]; do
-		while read -r k v _; do
-			case $k in
-			VmRSS: | VmHWM:)
-				if [ "$v" -gt "$peak" ]; then
-					peak=$v
-					echo "$peak" >>"$out"
-				fi
-				;;
-			esac
-		done <"/proc/$pid/status" 2>/dev/null || true
-		sleep 0.05
-	done
-}
-
 # mount_sampled [OPTS]: mounts STORE on MNT and starts sampling the
 # daemon's RSS.
 mount_sampled() {
 	ckpt_mount "$STORE" "$MNT" "${1-}"
-	rss_sampler "$DAEMON_PID" "$WORK/rss.$DAEMON_PID" &
-	SAMPLER=$!
-	track_pid "$SAMPLER"
+	rss_watch
 }
 
 # umount_checked: the peak RSS of the daemon, then unmount.
 umount_checked() {
-	local hwm sampled peak
-	hwm=$(awk '$1 == "VmHWM:" { print $2 }' "/proc/$DAEMON_PID/status")
-	[ -n "$hwm" ] || fail "ckptfs (PID $DAEMON_PID) is gone"
-	kill "$SAMPLER" 2>/dev/null
-	wait "$SAMPLER" 2>/dev/null || true
-	sampled=$(sort -n "$WORK/rss.$DAEMON_PID" 2>/dev/null | tail -n 1)
-	[ -n "$sampled" ] || fail "the sampler never read the daemon's RSS"
-	peak=$((hwm > sampled ? hwm : sampled))
-	note "daemon peak RSS${1:+ ($1)}: $peak kB (sampled: $sampled kB)"
-	[ "$peak" -lt "$RSS_LIMIT_KB" ] ||
-		fail "daemon RSS reached $peak kB${1:+ ($1)}" \
-			"(limit $RSS_LIMIT_KB kB)"
+	rss_check "${1-}"
 	ckpt_umount "$MNT"
 }
 
@@ -99,7 +66,7 @@ if result == "ok" and rule:
 EOF
 }
 
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=16
+asan_small_quarantine
 mount_sampled
 S=$MNT/snapshots
 # Indexing 200,000 entries and two big manifests, bounded.

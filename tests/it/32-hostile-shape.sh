@@ -17,7 +17,6 @@ need python3 python3
 
 STORE=$WORK/store
 MNT=$WORK/mnt
-RSS_LIMIT_KB=$((256 * 1024))
 mkdir -p "$STORE"
 timeout 60 python3 - "$SRCDIR/scripts/mkhostile" "$STORE" <<'EOF' ||
 import importlib.machinery, importlib.util, os, stat, sys
@@ -46,13 +45,12 @@ timeout 60 python3 "$SRCDIR/scripts/mkhostile" --big "$WORK/big" ||
 mkdir -p "$WORK/store2"
 mv "$WORK/big/hugemf.ckpt" "$WORK/store2/"
 
-rss_now() { awk '$1 == "VmHWM:" { print $2 }' "/proc/$DAEMON_PID/status"; }
 status_of() {
 	timeout -k 2 30 cat "$MNT/.ckptfs/status" | grep -F "\"name\":\"$1\"" ||
 		true
 }
 
-export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=16
+asan_small_quarantine
 ckpt_mount "$STORE" "$MNT"
 S=$MNT/snapshots
 errors=()
@@ -93,14 +91,14 @@ ckpt_umount "$MNT"
 
 ckpt_mount "$WORK/store2" "$MNT"
 timeout -k 2 30 ls "$S/hugemf" >/dev/null || fail "ls snapshots/hugemf"
-before=$(rss_now)
+before=$(daemon_hwm)
 readers=()
 for i in 1 2 3 4; do
 	timeout -k 2 60 cat "$S/hugemf/manifest.json" >/dev/null &
 	readers+=($!)
 done
 wait "${readers[@]}"
-hwm=$(rss_now)
+hwm=$(daemon_hwm)
 note "4 readers of hugemf/manifest.json: peak RSS $before -> $hwm kB"
 [ "$hwm" -lt "$RSS_LIMIT_KB" ] || errors+=("hugemf: 4 readers of a 30 MiB \
 filtered manifest: RSS $before -> $hwm kB (core/read.c, core/index.c)")

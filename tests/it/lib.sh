@@ -381,3 +381,64 @@ make_run() {
 	touch -h -d '@1763802002.5' "$w/bin/run"
 	touch -d '@1763802003.000000000' "$w/empty"
 }
+
+# ---- the daemon's memory ---------------------------------------------------
+
+# Tests that bound the daemon's memory hold it under this.
+RSS_LIMIT_KB=$((256 * 1024))
+
+# AddressSanitizer keeps 256 MiB of freed memory in quarantine by default,
+# which would count against the daemon; 16 MiB still catches use after free
+# in these short runs.  Call before ckpt_mount.
+asan_small_quarantine() {
+	export ASAN_OPTIONS=${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=16
+}
+
+# daemon_hwm: the mounted daemon's peak RSS so far (VmHWM), in kB.
+daemon_hwm() {
+	awk '$1 == "VmHWM:" { print $2 }' "/proc/$DAEMON_PID/status" 2>/dev/null
+}
+
+# _rss_sampler PID OUT: appends each new highest VmRSS/VmHWM of PID, in kB,
+# to OUT until killed (one write each, so a kill never leaves half a line).
+_rss_sampler() {
+	local pid=$1 out=$2 peak=0 k v _
+	while [ -r "/proc/$pid/status" ]; do
+		while read -r k v _; do
+			case $k in
+			VmRSS: | VmHWM:)
+				if [ "$v" -gt "$peak" ]; then
+					peak=$v
+					echo "$peak" >>"$out"
+				fi
+				;;
+			esac
+		done <"/proc/$pid/status" 2>/dev/null || true
+		sleep 0.05
+	done
+}
+
+# rss_watch: samples the mounted daemon's RSS every 50 ms from now on.
+rss_watch() {
+	_rss_sampler "$DAEMON_PID" "$WORK/rss.$DAEMON_PID" &
+	SAMPLER=$!
+	track_pid "$SAMPLER"
+}
+
+# rss_check [LABEL]: stops the sampling; fails unless the daemon is alive
+# and its peak RSS (sampled, and VmHWM) stayed under RSS_LIMIT_KB.
+rss_check() {
+	local hwm sampled peak
+	hwm=$(daemon_hwm)
+	[ -n "$hwm" ] || fail "ckptfs (PID $DAEMON_PID) is gone"
+	kill "$SAMPLER" 2>/dev/null
+	wait "$SAMPLER" 2>/dev/null || true
+	sampled=$(sort -n "$WORK/rss.$DAEMON_PID" 2>/dev/null | tail -n 1)
+	[ -n "$sampled" ] || fail "the sampler never read the daemon's RSS"
+	peak=$((hwm > sampled ? hwm : sampled))
+	note "daemon peak RSS${1:+ ($1)}: $peak kB (sampled every 50 ms:" \
+		"$sampled kB; VmHWM $hwm kB)"
+	[ "$peak" -lt "$RSS_LIMIT_KB" ] ||
+		fail "daemon RSS reached $peak kB${1:+ ($1)}" \
+			"(limit $RSS_LIMIT_KB kB)"
+}
