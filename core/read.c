@@ -139,16 +139,16 @@ static void vupdate(struct ckpt_reader *r, const uint8_t *p, size_t n)
 	r->vpos += n;
 }
 
-/* All size bytes have gone through the sums: judge them. */
-static int vfinish(struct ckpt_reader *r, struct ckpt_err *err)
+/* The verdict on a whole content: its CRC, then the manifest's xxh3-128
+ * when it records one.  Remembered for the node. */
+static int judge(struct ckpt_reader *r, uint32_t crc, const XXH128_hash_t *h,
+		 struct ckpt_err *err)
 {
-	bool ok = r->crc == r->n->z.crc;
+	bool ok = crc == r->n->z.crc;
 
-	if (verified(r))
-		return 0;
-	if (ok && r->xs) {
+	if (ok && h && r->n->u.file.hash != NO_HASH) {
 		XXH128_canonical_t c;
-		XXH128_canonicalFromHash(&c, XXH3_128bits_digest(r->xs));
+		XXH128_canonicalFromHash(&c, *h);
 		ok = memcmp(c.digest, r->a->hashes[r->n->u.file.hash], 16) == 0;
 	}
 	atomic_store(&r->a->verified[r->node], ok ? VERIFY_GOOD : VERIFY_BAD);
@@ -156,6 +156,18 @@ static int vfinish(struct ckpt_reader *r, struct ckpt_err *err)
 		return fail(r, -EIO, "crc",
 			    "content does not match its CRC or hash", err);
 	return 0;
+}
+
+/* All size bytes have gone through the sums: judge them. */
+static int vfinish(struct ckpt_reader *r, struct ckpt_err *err)
+{
+	XXH128_hash_t h;
+
+	if (verified(r))
+		return 0;
+	if (r->xs)
+		h = XXH3_128bits_digest(r->xs);
+	return judge(r, r->crc, r->xs ? &h : NULL, err);
 }
 
 int ckpt_reader_open(struct ckpt_archive *a, uint32_t node,
@@ -202,12 +214,6 @@ int ckpt_reader_open(struct ckpt_archive *a, uint32_t node,
 		return -EIO;
 	}
 	r->data = (uint64_t)data;
-	if (r->n->u.file.hash != NO_HASH && !verified(r)) {
-		r->xs = XXH3_createState();
-		if (!r->xs)
-			goto nomem;
-		XXH3_128bits_reset(r->xs);
-	}
 	if (r->n->z.method == ZIP_METHOD_DEFLATE &&
 	    r->n->u.file.chunks != NO_CHUNKS) {
 		r->tab = &a->chunks[r->n->u.file.chunks];
@@ -230,6 +236,15 @@ int ckpt_reader_open(struct ckpt_archive *a, uint32_t node,
 		    inflateInit2(&r->zs, -MAX_WBITS) != Z_OK)
 			goto nomem;
 		r->zinit = true;
+	}
+	/* A whole entry is summed in one go when inflated; the others are
+	 * summed as they are read in order. */
+	if (r->n->u.file.hash != NO_HASH && !verified(r) &&
+	    !(r->chunked && !r->tab)) {
+		r->xs = XXH3_createState();
+		if (!r->xs)
+			goto nomem;
+		XXH3_128bits_reset(r->xs);
 	}
 	pthread_mutex_init(&r->lock, NULL);
 	ckpt_archive_ref(a);
@@ -512,19 +527,8 @@ static int chunk_inflate(struct ckpt_reader *r, uint32_t k, uint8_t *dst,
 		return 0;
 	}
 	/* A whole entry: its own sums decide, every time it is inflated. */
-	bool ok = libdeflate_crc32(0, dst, ulen) == r->n->z.crc;
-	if (ok && r->n->u.file.hash != NO_HASH) {
-		XXH128_canonical_t c;
-		XXH128_canonicalFromHash(&c, XXH3_128bits(dst, ulen));
-		ok = memcmp(c.digest, r->a->hashes[r->n->u.file.hash], 16) == 0;
-	}
-	atomic_store(&r->a->verified[r->node], ok ? VERIFY_GOOD : VERIFY_BAD);
-	if (!ok)
-		return fail(r, -EIO, "crc",
-			    "content does not match its CRC "
-			    "or hash",
-			    err);
-	return 0;
+	XXH128_hash_t h = XXH3_128bits(dst, ulen);
+	return judge(r, libdeflate_crc32(0, dst, ulen), &h, err);
 }
 
 /* The cache of inflated chunks, shared by every reader of every archive.
@@ -661,9 +665,7 @@ static int chunk_sum(struct ckpt_reader *r, uint32_t k, const uint8_t *p,
 		return 0;
 	pthread_mutex_lock(&r->lock);
 	if (k == r->vchunk) {
-		r->crc = libdeflate_crc32(r->crc, p, n);
-		if (r->xs)
-			XXH3_128bits_update(r->xs, p, n);
+		vupdate(r, p, n);
 		if (++r->vchunk == r->nchunk)
 			rc = vfinish(r, err);
 	}
