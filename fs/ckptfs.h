@@ -69,6 +69,12 @@ struct ckptfs {
 
 extern const struct fuse_lowlevel_ops ckptfs_ops;
 
+/* Runs the session until it ends (loop.c): while requests come one at a
+ * time one worker serves them all, and more read when requests overlap or
+ * one stalls; at most max_threads workers (0: 10).  Returns 0 or a
+ * negative errno. */
+int ckptfs_serve(struct fuse_session *se, unsigned max_threads);
+
 /* Starts and stops the thread that follows changes in STORE and tells the
  * kernel to forget what it cached about changed checkpoints. */
 int ckptfs_watch_start(struct ckptfs *fs, const char *store_dir);
