@@ -208,6 +208,9 @@ ssize_t ckpt_reader_pread(struct ckpt_reader *r, void *buf, size_t size,
  * The last one frees it.  NULL is a no-op. */
 void ckpt_reader_close(struct ckpt_reader *r);
 void ckpt_reader_hold(struct ckpt_reader *r);
+/* Bytes of buffers the reader holds for itself, beyond its small fixed
+ * state: what keeping it open costs. */
+size_t ckpt_reader_footprint(const struct ckpt_reader *r);
 /* The archive and node the reader reads, valid while it is open. */
 struct ckpt_archive *ckpt_reader_archive(const struct ckpt_reader *r,
 					 uint32_t *node);
@@ -260,9 +263,24 @@ int ckpt_store_get(struct ckpt_store *s, const char *name,
 		   struct ckpt_archive **out, struct ckpt_err *err);
 
 /* Returns the archive with instance id id (see ckpt_archive_id) with a new
- * reference, or -ESTALE once it has been replaced and released. */
+ * reference; -ESTALE once it has been replaced or removed and no pin
+ * holds it, -EIO once it was found broken. */
 int ckpt_store_get_id(struct ckpt_store *s, uint32_t id,
 		      struct ckpt_archive **out);
+
+/* Pins count the names of an archive the kernel holds (each lookup it was
+ * answered, until it forgets them).  A pinned archive outlives the
+ * replacement or removal of its checkpoint, reachable by id: a file the
+ * kernel opened then still reads the old content, though the kernel
+ * sends no open.  Counted before the answer is sent. */
+void ckpt_archive_pin(struct ckpt_archive *a, uint64_t n);
+void ckpt_store_unpin(struct ckpt_store *s, uint32_t id, uint64_t n);
+
+/* CLOCK_REALTIME nanoseconds of the last change to what the store shows
+ * beside the checkpoints' content: the set of usable checkpoints, and the
+ * save reports of .ckptfs/errors/.  Strictly increasing, so it serves as
+ * the mtime that tells the kernel its cached listings are stale. */
+int64_t ckpt_store_changed_ns(struct ckpt_store *s);
 
 /* Instance id: unique among archives alive in this store, never 0; a
  * replaced checkpoint gets a new one.  Key: a stable, non-zero number

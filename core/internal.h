@@ -144,6 +144,11 @@ struct ckpt_archive {
 	/* Set by the store; fixed once the archive is published. */
 	uint32_t id, key;
 	char *name;
+	/* Lookups of its nodeids the kernel has not forgotten: while any
+	 * remain, a replaced or removed checkpoint's instance stays
+	 * reachable by id (retired, under the store's lock). */
+	_Atomic uint64_t pins;
+	bool retired;
 
 	/* A defect found after indexing (a lying local header) makes the
 	 * whole archive refused from then on. */

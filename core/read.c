@@ -258,6 +258,11 @@ nomem:
 	return -ENOMEM;
 }
 
+size_t ckpt_reader_footprint(const struct ckpt_reader *r)
+{
+	return r->ring_size + r->in_size + r->mem_len;
+}
+
 struct ckpt_archive *ckpt_reader_archive(const struct ckpt_reader *r,
 					 uint32_t *node)
 {

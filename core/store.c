@@ -78,7 +78,26 @@ struct ckpt_store {
 	pthread_cond_t indexed;
 	char indexing[INDEXING][NAME_BUF];
 	unsigned nindexing;
+	_Atomic int64_t changed_ns; /* see ckpt_store_changed_ns */
 };
+
+static int64_t now_ns(void);
+
+/* Marks a change to the listings; the clock never repeats a value, so a
+ * change within one tick of the last is still seen. */
+static void touch(struct ckpt_store *s)
+{
+	int64_t was = atomic_load(&s->changed_ns), now = now_ns();
+
+	while (!atomic_compare_exchange_weak(&s->changed_ns, &was,
+					     now > was ? now : was + 1))
+		;
+}
+
+int64_t ckpt_store_changed_ns(struct ckpt_store *s)
+{
+	return atomic_load(&s->changed_ns);
+}
 
 /* Claims name for indexing; false when another thread is indexing it
  * (then it has waited until that one finished, and the caller looks
@@ -151,10 +170,17 @@ static void slot_free(struct slot *sl)
 	ckpt_archive_unref(sl->a);
 }
 
-/* Removes an archive from the id table; caller holds the write lock.
- * Rare (a replace or removal), so a linear scan is fine. */
+/* Removes an archive from the id table, or retires it there while the
+ * kernel still holds names in it (the table then owns a reference);
+ * caller holds the write lock.  Rare (a replace or removal), so a linear
+ * scan is fine. */
 static void drop_instance(struct ckpt_store *s, struct ckpt_archive *a)
 {
+	if (atomic_load(&a->pins) > 0 && atomic_load(&a->poisoned) != 1) {
+		ckpt_archive_ref(a);
+		a->retired = true;
+		return;
+	}
 	for (size_t i = 0; i < s->ninst; i++)
 		if (s->inst[i] == a) {
 			s->inst[i] = NULL;
@@ -289,6 +315,7 @@ int ckpt_store_refresh(struct ckpt_store *s,
 	struct slot *nv = NULL, *old;
 	char **todo = NULL;
 	size_t nn = 0, no, ntodo = 0;
+	bool any = false;
 	int rc;
 
 	pthread_mutex_lock(&s->refresh);
@@ -338,13 +365,19 @@ int ckpt_store_refresh(struct ckpt_store *s,
 	 * dropped: a callback that notifies the kernel can wait on a
 	 * request that is itself waiting to refresh (a mkdir). */
 	for (size_t i = 0; i < nn; i++)
-		if (nv[i].changed)
+		if (nv[i].changed) {
 			queue(s, nv[i].name);
+			any = true;
+		}
 	for (size_t i = 0; i < no; i++) {
-		if (!find(nv, nn, old[i].name))
+		if (!find(nv, nn, old[i].name)) {
 			queue(s, old[i].name);
+			any = true;
+		}
 		slot_free(&old[i]);
 	}
+	if (any)
+		touch(s);
 	free(old);
 	if (changed) {
 		todo = s->pending;
@@ -395,6 +428,7 @@ int ckpt_store_open(const char *dir, const struct ckpt_store_opts *opts,
 	/* Saves that crashed left temporaries; they are never shown, and
 	 * nobody will finish them. */
 	ckpt_save_cleanup(s->dirfd);
+	touch(s);
 	ckpt_store_refresh(s, NULL, NULL);
 	*out = s;
 	return 0;
@@ -404,10 +438,15 @@ void ckpt_store_close(struct ckpt_store *s)
 {
 	if (!s)
 		return;
+	/* Retired instances first: the table's references are the only
+	 * ones left to them, while the slots' may be the last of others. */
+	for (size_t i = 0; i < s->ninst; i++)
+		if (s->inst[i] && s->inst[i]->retired)
+			ckpt_archive_unref(s->inst[i]);
+	free(s->inst);
 	for (size_t i = 0; i < s->nslots; i++)
 		slot_free(&s->slots[i]);
 	free(s->slots);
-	free(s->inst);
 	journal_free(s->journal);
 	for (size_t i = 0; i < s->npending; i++)
 		free(s->pending[i]);
@@ -432,6 +471,7 @@ static void retire_poisoned(struct ckpt_store *s, struct slot *sl)
 	sl->a = NULL;
 	drop_instance(s, a);
 	ckpt_archive_unref(a);
+	touch(s);
 }
 
 int ckpt_store_get(struct ckpt_store *s, const char *name,
@@ -514,6 +554,7 @@ again:
 		fresh = true;
 		sl->refused = true;
 		sl->why = *err;
+		touch(s);
 	} else {
 		struct ckpt_archive **inst = s->inst;
 		if (s->ninst % 64 == 0)
@@ -546,15 +587,13 @@ again:
 	return 0;
 }
 
-int ckpt_store_get_id(struct ckpt_store *s, uint32_t id,
-		      struct ckpt_archive **out)
+/* The slot of instance id in the table, or ninst; caller holds the lock. */
+static size_t inst_find(const struct ckpt_store *s, uint32_t id)
 {
-	int rc = -ESTALE;
-
-	pthread_rwlock_rdlock(&s->lock);
 	/* Ids increase along the table; holes are skipped linearly, which
 	 * compaction keeps short. */
 	size_t lo = 0, hi = s->ninst;
+
 	while (lo < hi) {
 		size_t mid = (lo + hi) / 2, k = mid;
 		while (k < hi && !s->inst[k])
@@ -563,21 +602,72 @@ int ckpt_store_get_id(struct ckpt_store *s, uint32_t id,
 			hi = mid;
 			continue;
 		}
-		if (s->inst[k]->id == id) {
-			if (atomic_load(&s->inst[k]->poisoned) != 1) {
-				ckpt_archive_ref(s->inst[k]);
-				*out = s->inst[k];
-				rc = 0;
-			}
-			break;
-		}
+		if (s->inst[k]->id == id)
+			return k;
 		if (s->inst[k]->id < id)
 			lo = k + 1;
 		else
 			hi = mid;
 	}
+	return s->ninst;
+}
+
+int ckpt_store_get_id(struct ckpt_store *s, uint32_t id,
+		      struct ckpt_archive **out)
+{
+	int rc = -ESTALE;
+	size_t k;
+
+	pthread_rwlock_rdlock(&s->lock);
+	k = inst_find(s, id);
+	if (k < s->ninst && atomic_load(&s->inst[k]->poisoned) == 1) {
+		rc = -EIO; /* found broken since: see archive_poison */
+	} else if (k < s->ninst) {
+		ckpt_archive_ref(s->inst[k]);
+		*out = s->inst[k];
+		rc = 0;
+	}
 	pthread_rwlock_unlock(&s->lock);
 	return rc;
+}
+
+void ckpt_archive_pin(struct ckpt_archive *a, uint64_t n)
+{
+	atomic_fetch_add(&a->pins, n);
+}
+
+void ckpt_store_unpin(struct ckpt_store *s, uint32_t id, uint64_t n)
+{
+	struct ckpt_archive *gone = NULL;
+	bool last = false;
+	size_t k;
+
+	pthread_rwlock_rdlock(&s->lock);
+	k = inst_find(s, id);
+	if (k < s->ninst) {
+		struct ckpt_archive *a = s->inst[k];
+		uint64_t was = atomic_load(&a->pins);
+		/* Never below zero: a pin lost to a race with a replace
+		 * (the instance left the table before it was counted) must
+		 * not take another's. */
+		while (!atomic_compare_exchange_weak(&a->pins, &was,
+						     was > n ? was - n : 0))
+			;
+		last = was <= n && a->retired;
+	}
+	pthread_rwlock_unlock(&s->lock);
+	if (!last)
+		return;
+	pthread_rwlock_wrlock(&s->lock);
+	k = inst_find(s, id);
+	if (k < s->ninst && s->inst[k]->retired &&
+	    atomic_load(&s->inst[k]->pins) == 0) {
+		gone = s->inst[k];
+		gone->retired = false;
+		drop_instance(s, gone);
+	}
+	pthread_rwlock_unlock(&s->lock);
+	ckpt_archive_unref(gone); /* the table's */
 }
 
 int ckpt_store_next(struct ckpt_store *s, size_t *pos,
@@ -991,10 +1081,11 @@ static char *record_refusal(struct journal *j, const char *name, int rc,
 	return text;
 }
 
-static void journal_end(struct journal *j, struct outcome *o, int rc,
+static void journal_end(struct ckpt_store *s, struct outcome *o, int rc,
 			const struct ckpt_err *why,
 			const struct ckpt_save_result *res)
 {
+	struct journal *j = journal_of(s);
 	char *text = rc < 0 ? refusal_text(o->name, why) : NULL;
 
 	pthread_mutex_lock(&j->lock);
@@ -1008,6 +1099,7 @@ static void journal_end(struct journal *j, struct outcome *o, int rc,
 	text = record_refusal(j, o->name, rc, text);
 	pthread_mutex_unlock(&j->lock);
 	cJSON_free(text);
+	touch(s);
 }
 
 void ckpt_store_note(struct ckpt_store *s, const char *name,
@@ -1020,6 +1112,7 @@ void ckpt_store_note(struct ckpt_store *s, const char *name,
 	text = record_refusal(j, name, why->code, text);
 	pthread_mutex_unlock(&j->lock);
 	cJSON_free(text);
+	touch(s);
 }
 
 /* Rewrites STORE/checkpoint.json to name the newest checkpoint, atomically,
@@ -1151,7 +1244,7 @@ int ckpt_store_save(struct ckpt_store *s, const char *name, const char *origin,
 	}
 	if (err->code) {
 		rc = err->code;
-		journal_end(j, out, rc, err, NULL);
+		journal_end(s, out, rc, err, NULL);
 		return rc;
 	}
 	if (ckpt_store_latest(s, &parent) == 0) {
@@ -1170,7 +1263,7 @@ int ckpt_store_save(struct ckpt_store *s, const char *name, const char *origin,
 		ckpt_store_refresh(s, NULL, NULL);
 		write_pointer(s);
 	}
-	journal_end(j, out, rc, err, &r);
+	journal_end(s, out, rc, err, &r);
 	if (res)
 		*res = r;
 	return rc;

@@ -48,6 +48,9 @@ struct ckptfs {
 	gid_t gid;
 	int64_t mount_ns;
 	double timeout; /* seconds the kernel may cache immutable content */
+	/* The kernel opens files and directories without asking: reads
+	 * name their file by nodeid alone (files.c). */
+	bool no_open, no_opendir;
 
 	/* Saving: possible when a source was given and not -o ro. */
 	bool has_source;
@@ -91,6 +94,21 @@ fuse_ino_t live_ino(struct ckptfs *fs, const char *path);
 int live_path(struct ckptfs *fs, fuse_ino_t ino, char *buf, size_t size);
 void live_forget(struct ckptfs *fs, fuse_ino_t ino, uint64_t n);
 void live_free(struct ckptfs *fs);
+
+/* Reads size bytes at off of the file ino names (files.c): a checkpoint's
+ * file, a current/ file or a control file.  Returns the count or a
+ * negative errno.  *ahead is a reader to call ckpt_reader_ahead on after
+ * replying, then close, or NULL. */
+ssize_t files_read(struct ckptfs *fs, fuse_ino_t ino, void *buf, size_t size,
+		   uint64_t off, struct ckpt_err *err,
+		   struct ckpt_reader **ahead);
+/* Takes the text of a control file (status, errors/NAME) afresh for the
+ * next reads; gives its length, and the time it last changed. */
+int files_text(struct ckptfs *fs, fuse_ino_t ino, size_t *len,
+	       int64_t *mtime_ns);
+/* Drops what is open for a nodeid the kernel forgot; and everything. */
+void files_forget(fuse_ino_t ino);
+void files_clear(void);
 
 /* Logs an error object: "what: reason (rule, path)". */
 void ckptfs_log_err(enum fuse_log_level level, const char *what,

@@ -9,6 +9,14 @@
  * kernel may cache everything under it for as long as it likes.  The
  * st_ino users see is (checkpoint key << 32 | node), stable across
  * remounts.  Nodeids below 2^32 are the fixed entries of enum INO_*.
+ *
+ * Opens and opendirs cost no message: the first of each is answered
+ * ENOSYS, which the kernel takes as "open everything without asking"
+ * (zero-message opens).  A read or a listing then names its file by
+ * nodeid alone, so nothing here depends on an open handle: the archive
+ * behind a nodeid stays reachable for as long as the kernel holds the
+ * nodeid (pins, counted on every lookup answered and released by
+ * FORGET), a replaced checkpoint included, and files.c keeps the readers.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -93,7 +101,13 @@ static void fixed_attr(struct ckptfs *fs, fuse_ino_t ino, struct stat *st,
 	}
 	st->st_size = (off_t)size;
 	st->st_blksize = 4096;
-	set_time(st, fs->mount_ns);
+	/* Listings that change carry the time of the last change: at the
+	 * start of a listing the kernel compares it with the time of the
+	 * one it cached, and lists afresh when it moved. */
+	if (ino == INO_ROOT || ino == INO_SNAPSHOTS || ino == INO_ERRORS)
+		set_time(st, ckpt_store_changed_ns(fs->store));
+	else
+		set_time(st, fs->mount_ns);
 }
 
 static void to_stat(struct ckptfs *fs, const struct ckpt_stat *cs,
@@ -149,25 +163,6 @@ static bool is_error_ino(fuse_ino_t ino)
 	return ino >= INO_ERROR_BASE && ino < INO_ERROR_END;
 }
 
-/* The text of a control file: the status, or an errors/NAME report. */
-static int control_text(struct ckptfs *fs, fuse_ino_t ino, char **text,
-			size_t *len)
-{
-	char *name;
-	int rc;
-
-	if (ino == INO_STATUS) {
-		*text = ckpt_store_status(fs->store, len);
-		return *text ? 0 : -ENOMEM;
-	}
-	rc = ckpt_store_error(fs->store, ino - INO_ERROR_BASE, &name, text,
-			      len);
-	if (rc < 0)
-		return -ENOENT;
-	free(name);
-	return 0;
-}
-
 static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 {
 	struct ckpt_archive *a;
@@ -187,15 +182,16 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 		}
 		return rc;
 	}
-	if (is_error_ino(ino)) {
-		char *text;
+	if (is_error_ino(ino) || ino == INO_STATUS) {
 		size_t len;
-		rc = control_text(fs, ino, &text, &len);
-		if (rc == 0)
-			fixed_attr(fs, INO_STATUS, st, len);
+		int64_t mtime;
+		rc = files_text(fs, ino, &len, &mtime);
+		if (rc < 0)
+			return rc;
+		fixed_attr(fs, INO_STATUS, st, len);
 		st->st_ino = ino;
-		free(text);
-		return rc;
+		set_time(st, mtime);
+		return 0;
 	}
 	switch (ino) {
 	case INO_SNAPSHOTS: {
@@ -214,15 +210,6 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 	case INO_CURRENT:
 		fixed_attr(fs, ino, st, 0);
 		return 0;
-	case INO_STATUS: {
-		char *text;
-		size_t len;
-		rc = control_text(fs, ino, &text, &len);
-		if (rc == 0)
-			fixed_attr(fs, ino, st, len);
-		free(text);
-		return rc;
-	}
 	case INO_LATEST:
 		rc = latest_target(fs, buf, sizeof(buf));
 		if (rc >= 0)
@@ -243,7 +230,7 @@ static double entry_timeout(struct ckptfs *fs, fuse_ino_t ino);
 static double attr_timeout(struct ckptfs *fs, fuse_ino_t ino)
 {
 	if (ino == INO_STATUS || ino == INO_LATEST || ino == INO_SNAPSHOTS ||
-	    ino == INO_ERRORS || is_error_ino(ino))
+	    ino == INO_ERRORS || is_error_ino(ino) || ino == INO_ROOT)
 		return 0;
 	/* The live run changes under us: a second is what a user who just
 	 * saved a file will tolerate. */
@@ -266,6 +253,26 @@ static void reply_entry(fuse_req_t req, fuse_ino_t ino)
 	e.attr_timeout = attr_timeout(fs, ino);
 	e.entry_timeout = entry_timeout(fs, ino);
 	fuse_reply_entry(req, &e);
+}
+
+/* A name inside a checkpoint: pinned before the kernel learns it. */
+static void reply_node(fuse_req_t req, struct ckpt_archive *a, uint32_t node)
+{
+	struct ckptfs *fs = fs_of(req);
+	struct fuse_entry_param e = {0};
+	int rc = archive_attr(fs, a, node, &e.attr);
+
+	if (rc < 0) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	e.ino = nodeid(a, node);
+	e.attr_timeout = attr_timeout(fs, e.ino);
+	e.entry_timeout = entry_timeout(fs, e.ino);
+	ckpt_archive_pin(a, 1);
+	/* An interrupted lookup is not counted by the kernel either. */
+	if (fuse_reply_entry(req, &e) != 0)
+		ckpt_store_unpin(fs->store, ckpt_archive_id(a), 1);
 }
 
 /* The path of name under a current/ directory. */
@@ -356,7 +363,7 @@ static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
 			fuse_reply_err(req, -rc);
 			return;
 		}
-		reply_entry(req, nodeid(a, CKPT_NODE_ROOT));
+		reply_node(req, a, CKPT_NODE_ROOT);
 		ckpt_archive_unref(a);
 		return;
 	}
@@ -378,7 +385,7 @@ static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
 	} else if (rc < 0) {
 		fuse_reply_err(req, -rc);
 	} else {
-		reply_entry(req, nodeid(a, node));
+		reply_node(req, a, node);
 	}
 	ckpt_archive_unref(a);
 }
@@ -401,129 +408,12 @@ static double entry_timeout(struct ckptfs *fs, fuse_ino_t ino)
 	return fs->timeout;
 }
 
-/* ---- handles ---------------------------------------------------------- */
-
-/*
- * Every handle given to the kernel is on one list, so that those whose
- * release never comes are freed when the session ends: after a lazy
- * unmount, the kernel drops the releases of the files still open when the
- * last of them closes.
- */
-enum handle_kind {
-	H_LISTING,
-	H_TEXT,
-	H_LIVE,
-	H_READER
-};
-
-struct text {
-	char *buf;
-	size_t len;
-};
-
-struct handle {
-	struct handle *prev, *next;
-	enum handle_kind kind;
-	void *p;
-};
-
-static pthread_mutex_t handles_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct handle handles = {&handles, &handles, H_LISTING, NULL};
-
-static int handle_new(struct fuse_file_info *fi, enum handle_kind kind, void *p)
-{
-	struct handle *h = malloc(sizeof(*h));
-
-	if (!h)
-		return -ENOMEM;
-	h->kind = kind;
-	h->p = p;
-	pthread_mutex_lock(&handles_lock);
-	h->next = handles.next;
-	h->prev = &handles;
-	handles.next->prev = h;
-	handles.next = h;
-	pthread_mutex_unlock(&handles_lock);
-	fi->fh = (uintptr_t)h;
-	return 0;
-}
-
-static void *handle_of(const struct fuse_file_info *fi)
-{
-	return fi && fi->fh ? ((struct handle *)(uintptr_t)fi->fh)->p : NULL;
-}
-
-static void handle_free(struct handle *h)
-{
-	struct text *t;
-
-	switch (h->kind) {
-	case H_LISTING:
-		ckpt_archive_unref(h->p);
-		break;
-	case H_TEXT:
-		t = h->p;
-		free(t->buf);
-		free(t);
-		break;
-	case H_LIVE:
-		ckpt_live_close(h->p);
-		break;
-	case H_READER:
-		ckpt_reader_close(h->p);
-		break;
-	}
-	free(h);
-}
-
-static void handle_release(struct fuse_file_info *fi)
-{
-	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
-
-	if (!h)
-		return;
-	pthread_mutex_lock(&handles_lock);
-	h->prev->next = h->next;
-	h->next->prev = h->prev;
-	pthread_mutex_unlock(&handles_lock);
-	handle_free(h);
-}
-
-/* The attributes of a file of a checkpoint the store has dropped, from a
- * handle still reading it: the kernel asks by nodeid alone when a path
- * (/dev/fd/N) is stat'ed, and an open file keeps working. */
-static int open_attr(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
-{
-	int rc = -ESTALE;
-
-	pthread_mutex_lock(&handles_lock);
-	for (struct handle *h = handles.next; h != &handles; h = h->next) {
-		struct ckpt_archive *a;
-		uint32_t node;
-
-		if (h->kind != H_READER)
-			continue;
-		a = ckpt_reader_archive(h->p, &node);
-		if (nodeid(a, node) == ino) {
-			rc = archive_attr(fs, a, node, st);
-			break;
-		}
-	}
-	pthread_mutex_unlock(&handles_lock);
-	return rc;
-}
-
 static void ckptfs_op_destroy(void *userdata)
 {
 	(void)userdata;
-	pthread_mutex_lock(&handles_lock);
-	while (handles.next != &handles) {
-		struct handle *h = handles.next;
-		handles.next = h->next;
-		handle_free(h);
-	}
-	handles.prev = &handles;
-	pthread_mutex_unlock(&handles_lock);
+	/* After a lazy unmount the kernel drops the forgets of what was
+	 * still in use when the last user went. */
+	files_clear();
 }
 
 static void ckptfs_op_getattr(fuse_req_t req, fuse_ino_t ino,
@@ -531,21 +421,9 @@ static void ckptfs_op_getattr(fuse_req_t req, fuse_ino_t ino,
 {
 	struct ckptfs *fs = fs_of(req);
 	struct stat st;
-	int rc;
+	int rc = getattr_ino(fs, ino, &st);
 
-	/* fstat of an open file answers from the archive it reads, which
-	 * the store may have dropped since: open files keep working. */
-	if (fi && fi->fh &&
-	    ((struct handle *)(uintptr_t)fi->fh)->kind == H_READER) {
-		uint32_t node;
-		struct ckpt_archive *a =
-			ckpt_reader_archive(handle_of(fi), &node);
-		rc = archive_attr(fs, a, node, &st);
-	} else {
-		rc = getattr_ino(fs, ino, &st);
-		if (rc == -ESTALE)
-			rc = open_attr(fs, ino, &st);
-	}
+	(void)fi;
 	if (rc < 0)
 		fuse_reply_err(req, -rc);
 	else
@@ -583,39 +461,23 @@ static void ckptfs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 
 /* ---- directories ------------------------------------------------------ */
 
+/* Writes, and opens that would write, are refused: inside checkpoints
+ * by the read-only filesystem, elsewhere by permission. */
+static int refuse_write(fuse_ino_t ino)
+{
+	return ino >> 32 ? EROFS : EPERM;
+}
+
 static void ckptfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 			      struct fuse_file_info *fi)
 {
-	struct ckptfs *fs = fs_of(req);
-	struct ckpt_archive *a = NULL;
-	uint32_t node;
-	int rc;
-
-	if (ino >> 32 && !is_live(ino)) {
-		/* The handle pins the archive: a listing in progress keeps
-		 * the content it started on. */
-		rc = resolve(fs, ino, &a, &node);
-		if (rc < 0) {
-			fuse_reply_err(req, -rc);
-			return;
-		}
-		fi->cache_readdir = 1;
-		fi->keep_cache = 1;
-		if (handle_new(fi, H_LISTING, a) < 0) {
-			ckpt_archive_unref(a);
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
+	if (fs_of(req)->no_opendir) {
+		fuse_reply_err(req, ENOSYS);
+		return;
 	}
+	/* A kernel that asks: listings inside checkpoints never change. */
+	fi->cache_readdir = fi->keep_cache = ino >> 32 && !is_live(ino);
 	fuse_reply_open(req, fi);
-}
-
-static void ckptfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
-				 struct fuse_file_info *fi)
-{
-	(void)ino;
-	handle_release(fi);
-	fuse_reply_err(req, 0);
 }
 
 /* Adds one entry; returns false when the buffer is full.  A caller that
@@ -623,7 +485,7 @@ static void ckptfs_op_releasedir(fuse_req_t req, fuse_ino_t ino,
  * nodeid for every entry. */
 static bool add_entry_of(fuse_req_t req, char *buf, size_t size, size_t *pos,
 			 bool plus, const char *name, fuse_ino_t ino,
-			 off_t next, const struct ckpt_archive *a)
+			 off_t next, struct ckpt_archive *a)
 {
 	struct ckptfs *fs = fs_of(req);
 	struct fuse_entry_param e = {0};
@@ -646,6 +508,10 @@ static bool add_entry_of(fuse_req_t req, char *buf, size_t size, size_t *pos,
 	if (n > size - *pos)
 		return false;
 	*pos += n;
+	/* Every name readdirplus hands out but "." and ".." counts as a
+	 * lookup; those two never come with an archive. */
+	if (plus && a)
+		ckpt_archive_pin(a, 1);
 	return true;
 }
 
@@ -787,13 +653,24 @@ static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 }
 
 static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
-			   off_t off, struct fuse_file_info *fi, bool plus)
+			   off_t off, bool plus)
 {
-	struct ckpt_archive *a = handle_of(fi);
-	char *buf = malloc(size);
+	struct ckpt_archive *a = NULL;
+	uint32_t dir = 0;
+	char *buf;
 	size_t pos = 0;
+	int rc;
 
+	if (ino >> 32 && !is_live(ino)) {
+		rc = resolve(fs_of(req), ino, &a, &dir);
+		if (rc < 0) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
+	}
+	buf = malloc(size);
 	if (!buf) {
+		ckpt_archive_unref(a);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -808,7 +685,7 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 	} else if (!a) {
 		list_fixed(req, ino, buf, size, &pos, off, plus);
 	} else {
-		uint32_t dir = (uint32_t)ino, node;
+		uint32_t node;
 		const char *name;
 		size_t len;
 		char nm[256];
@@ -826,18 +703,21 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 out:
 	fuse_reply_buf(req, buf, pos);
 	free(buf);
+	ckpt_archive_unref(a);
 }
 
 static void ckptfs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size,
 			      off_t off, struct fuse_file_info *fi)
 {
-	readdir_common(req, ino, size, off, fi, false);
+	(void)fi;
+	readdir_common(req, ino, size, off, false);
 }
 
 static void ckptfs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 				  off_t off, struct fuse_file_info *fi)
 {
-	readdir_common(req, ino, size, off, fi, true);
+	(void)fi;
+	readdir_common(req, ino, size, off, true);
 }
 
 /* ---- files ------------------------------------------------------------ */
@@ -845,76 +725,17 @@ static void ckptfs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void ckptfs_op_open(fuse_req_t req, fuse_ino_t ino,
 			   struct fuse_file_info *fi)
 {
-	struct ckptfs *fs = fs_of(req);
-	struct ckpt_reader *r;
-	struct ckpt_archive *a;
-	struct ckpt_err err = {0};
-	uint32_t node;
-	int rc;
-
 	if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-		fuse_reply_err(req, ino >> 32 ? EROFS : EPERM);
+		fuse_reply_err(req, refuse_write(ino));
 		return;
 	}
-	if (ino == INO_STATUS || is_error_ino(ino)) {
-		/* A snapshot of the text, so one read(2) loop sees one
-		 * consistent version. */
-		struct text *t = calloc(1, sizeof(*t));
-		if (!t || control_text(fs, ino, &t->buf, &t->len) < 0 ||
-		    handle_new(fi, H_TEXT, t) < 0) {
-			if (t)
-				free(t->buf);
-			free(t);
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
-		fi->direct_io = 1;
-		fuse_reply_open(req, fi);
+	if (fs_of(req)->no_open) {
+		fuse_reply_err(req, ENOSYS);
 		return;
 	}
-	if (is_live(ino)) {
-		struct ckpt_live_file *f;
-		char path[4096];
-		rc = live_of(fs, ino, path, sizeof(path));
-		if (rc == 0)
-			rc = ckpt_live_open(&fs->save, path, &f, &err);
-		if (rc < 0) {
-			if (err.msg[0])
-				ckptfs_log_err(FUSE_LOG_WARNING, "current/",
-					       &err);
-			fuse_reply_err(req, -rc);
-			return;
-		}
-		if (handle_new(fi, H_LIVE, f) < 0) {
-			ckpt_live_close(f);
-			fuse_reply_err(req, ENOMEM);
-			return;
-		}
-		fi->direct_io = 1; /* live content: no page cache */
-		fuse_reply_open(req, fi);
-		return;
-	}
-	rc = resolve(fs, ino, &a, &node);
-	if (rc < 0) {
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	rc = ckpt_reader_open(a, node, &r, &err);
-	ckpt_archive_unref(a);
-	if (rc < 0) {
-		if (err.msg[0])
-			ckptfs_log_err(FUSE_LOG_ERR, "open", &err);
-		fuse_reply_err(req, -rc);
-		return;
-	}
-	/* What a read inflates beyond the request goes to the page cache. */
-	ckpt_reader_on_chunk(r, ckptfs_push_chunk, (void *)(uintptr_t)ino);
-	if (handle_new(fi, H_READER, r) < 0) {
-		ckpt_reader_close(r);
-		fuse_reply_err(req, ENOMEM);
-		return;
-	}
-	fi->keep_cache = 1; /* content under a nodeid never changes */
+	/* A kernel that asks: content under a checkpoint's nodeid never
+	 * changes; the rest is looked at afresh by each open. */
+	fi->keep_cache = ino >> 32 && !is_live(ino);
 	fi->noflush = 1;
 	fuse_reply_open(req, fi);
 }
@@ -923,34 +744,19 @@ static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 			   off_t off, struct fuse_file_info *fi)
 {
 	struct ckpt_err err = {0};
-	struct ckpt_reader *r = NULL;
+	struct ckpt_reader *ahead;
 	ssize_t n;
-	char *buf;
+	char *buf = malloc(size ? size : 1);
 
-	/* Replies come from a buffer this call owns: a release racing on
-	 * another thread must not free what is being written out. */
-	buf = malloc(size ? size : 1);
+	(void)fi;
 	if (!buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (ino == INO_STATUS || is_error_ino(ino)) {
-		struct text *t = handle_of(fi);
-		size_t o = (size_t)off < t->len ? (size_t)off : t->len;
-		n = (ssize_t)(size < t->len - o ? size : t->len - o);
-		memcpy(buf, t->buf + o, (size_t)n);
-	} else if (is_live(ino)) {
-		n = ckpt_live_pread(handle_of(fi), buf, size, (uint64_t)off,
-				    &err);
-	} else {
-		r = handle_of(fi);
-		/* Held past the reply, after which the file may be released
-		 * on another thread. */
-		ckpt_reader_hold(r);
-		n = ckpt_reader_pread(r, buf, size, (uint64_t)off, &err);
-	}
+	n = files_read(fs_of(req), ino, buf, size, (uint64_t)off, &err, &ahead);
 	if (n < 0) {
-		ckptfs_log_err(FUSE_LOG_ERR, "read", &err);
+		if (err.msg[0])
+			ckptfs_log_err(FUSE_LOG_ERR, "read", &err);
 		fuse_reply_err(req, (int)-n);
 	} else {
 		fuse_reply_buf(req, buf, (size_t)n);
@@ -958,17 +764,22 @@ static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 	free(buf);
 	/* Answered: inflating ahead now costs this reader nothing, and the
 	 * next request finds its chunk ready. */
-	if (r && n > 0)
-		ckpt_reader_ahead(r);
-	ckpt_reader_close(r);
+	if (ahead) {
+		ckpt_reader_ahead(ahead);
+		ckpt_reader_close(ahead);
+	}
 }
 
-static void ckptfs_op_release(fuse_req_t req, fuse_ino_t ino,
-			      struct fuse_file_info *fi)
+/* Reached only when opens cost no message: the open itself could not be
+ * refused. */
+static void ckptfs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+			    size_t size, off_t off, struct fuse_file_info *fi)
 {
-	(void)ino;
-	handle_release(fi);
-	fuse_reply_err(req, 0);
+	(void)buf;
+	(void)size;
+	(void)off;
+	(void)fi;
+	fuse_reply_err(req, refuse_write(ino));
 }
 
 /* ---- extended attributes ---------------------------------------------- */
@@ -1265,11 +1076,20 @@ static void ckptfs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_statfs(req, &sv);
 }
 
-/* Only current/ counts lookups; checkpoint nodeids are stateless. */
-static void ckptfs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
+/* The kernel forgets a nodeid once, with all its lookups, when it evicts
+ * the inode. */
+static void forget(struct ckptfs *fs, fuse_ino_t ino, uint64_t n)
 {
 	if (is_live(ino))
-		live_forget(fs_of(req), ino, n);
+		live_forget(fs, ino, n);
+	else if (ino >> 32)
+		ckpt_store_unpin(fs->store, (uint32_t)(ino >> 32), n);
+	files_forget(ino);
+}
+
+static void ckptfs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
+{
+	forget(fs_of(req), ino, n);
 	fuse_reply_none(req);
 }
 
@@ -1277,15 +1097,22 @@ static void ckptfs_op_forget_multi(fuse_req_t req, size_t count,
 				   struct fuse_forget_data *forgets)
 {
 	for (size_t i = 0; i < count; i++)
-		if (is_live(forgets[i].ino))
-			live_forget(fs_of(req), forgets[i].ino,
-				    forgets[i].nlookup);
+		forget(fs_of(req), forgets[i].ino, forgets[i].nlookup);
 	fuse_reply_none(req);
 }
 
 static void ckptfs_op_init(void *userdata, struct fuse_conn_info *conn)
 {
-	(void)userdata;
+	struct ckptfs *fs = userdata;
+
+	/* An open that asks nothing is one round trip fewer per file read,
+	 * most of what reading a small file costs once it is cached. */
+	fs->no_open = conn->capable & FUSE_CAP_NO_OPEN_SUPPORT;
+	fs->no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
+	/* O_TRUNC must reach setattr, to be refused: with atomic truncation
+	 * the kernel would take an open it never sent as having truncated
+	 * the file, and show it empty. */
+	conn->want &= ~FUSE_CAP_ATOMIC_O_TRUNC;
 	/* Link targets never change under a nodeid; "latest" is
 	 * invalidated explicitly when it moves. */
 	if (conn->capable & FUSE_CAP_CACHE_SYMLINKS)
@@ -1303,10 +1130,9 @@ const struct fuse_lowlevel_ops ckptfs_ops = {
 	.opendir = ckptfs_op_opendir,
 	.readdir = ckptfs_op_readdir,
 	.readdirplus = ckptfs_op_readdirplus,
-	.releasedir = ckptfs_op_releasedir,
 	.open = ckptfs_op_open,
 	.read = ckptfs_op_read,
-	.release = ckptfs_op_release,
+	.write = ckptfs_op_write,
 	.getxattr = ckptfs_op_getxattr,
 	.listxattr = ckptfs_op_listxattr,
 	.mkdir = ckptfs_op_mkdir,

@@ -3,7 +3,8 @@
  * writes must read back identically through core's own index and through
  * libzip, an independent reader; transcripts are cut at their last line;
  * compressed formats are stored; unchanged files are copied from the
- * parent; a refused save leaves nothing behind.
+ * parent; a refused save leaves nothing behind; a store keeps a replaced
+ * checkpoint's instance while it is pinned.
  */
 #include <check.h>
 #include <errno.h>
@@ -535,6 +536,66 @@ START_TEST(faults)
 }
 END_TEST
 
+/* The kernel's pins keep a replaced checkpoint's instance reachable by id
+ * until the last is released; the store's change clock moves with it. */
+START_TEST(pins)
+{
+	struct ckpt_store_opts so = {0};
+	struct ckpt_save_opts o;
+	struct ckpt_store *s;
+	struct ckpt_archive *a, *old;
+	char tiers[3][160], from[256], to[256], got[64];
+	uint32_t id1, id2;
+	int64_t t0;
+
+	put("workspace/f.txt", "first", 5);
+	opts(&o, tiers);
+	ck_assert_int_eq(ckpt_save(sfd, "a.ckpt", &o, NULL, NULL), 0);
+	ckpt_limits_default(&so.limits);
+	ck_assert_int_eq(ckpt_store_open(store, &so, &s, NULL), 0);
+	ck_assert_int_eq(ckpt_store_get(s, "a", &a, NULL), 0);
+	id1 = ckpt_archive_id(a);
+	ckpt_archive_pin(a, 2);
+	ckpt_archive_unref(a);
+
+	/* replaced by a rename, as rsync does */
+	put("workspace/f.txt", "second", 6);
+	ck_assert_int_eq(ckpt_save(sfd, "b.ckpt", &o, NULL, NULL), 0);
+	snprintf(from, sizeof(from), "%s/b.ckpt", store);
+	snprintf(to, sizeof(to), "%s/a.ckpt", store);
+	t0 = ckpt_store_changed_ns(s);
+	ck_assert_int_eq(rename(from, to), 0);
+	ck_assert_int_eq(ckpt_store_refresh(s, NULL, NULL), 0);
+	ck_assert(ckpt_store_changed_ns(s) > t0);
+	ck_assert_int_eq(ckpt_store_get(s, "a", &a, NULL), 0);
+	id2 = ckpt_archive_id(a);
+	ck_assert_uint_ne(id1, id2);
+	ck_assert_uint_eq(read_core(a, "workspace/f.txt", got, sizeof(got)), 6);
+	ckpt_archive_unref(a);
+
+	/* the old instance serves its old content while pinned */
+	ck_assert_int_eq(ckpt_store_get_id(s, id1, &old), 0);
+	ck_assert_uint_eq(read_core(old, "workspace/f.txt", got, sizeof(got)),
+			  5);
+	ck_assert(memcmp(got, "first", 5) == 0);
+	ckpt_archive_unref(old);
+	ckpt_store_unpin(s, id1, 1);
+	ck_assert_int_eq(ckpt_store_get_id(s, id1, &old), 0);
+	ckpt_archive_unref(old);
+	/* more released than pinned never goes below zero */
+	ckpt_store_unpin(s, id1, 5);
+	ck_assert_int_eq(ckpt_store_get_id(s, id1, &old), -ESTALE);
+
+	/* an unpinned instance goes with its checkpoint */
+	ck_assert_int_eq(unlink(to), 0);
+	t0 = ckpt_store_changed_ns(s);
+	ck_assert_int_eq(ckpt_store_refresh(s, NULL, NULL), 0);
+	ck_assert(ckpt_store_changed_ns(s) > t0);
+	ck_assert_int_eq(ckpt_store_get_id(s, id2, &old), -ESTALE);
+	ckpt_store_close(s);
+}
+END_TEST
+
 START_TEST(cleanup)
 {
 	char path[256];
@@ -566,6 +627,7 @@ int main(void)
 	tcase_add_test(tc, chunks);
 	tcase_add_test(tc, refusals_leave_nothing);
 	tcase_add_test(tc, cleanup);
+	tcase_add_test(tc, pins);
 	tcase_add_test(tc, faults);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
