@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -407,6 +408,12 @@ int main(int argc, char **argv)
 	struct timespec now;
 	int rc = 1;
 
+	/* Indexing an archive frees megabytes of temporaries in the arena of
+	 * the worker that asked first, and malloc_trim() cannot return the
+	 * top of a thread's arena: 2.4 MiB stayed resident for 22,000
+	 * entries.  With one arena the trim after indexing returns it all;
+	 * the workers allocate little per request, so they do not contend. */
+	mallopt(M_ARENA_MAX, 1);
 	fuse_set_log_func(log_func);
 	if (fuse_opt_parse(&args, &o, opt_spec, opt_proc) < 0)
 		return 2;
