@@ -4,11 +4,17 @@
  * Stored entries are read straight from the archive at their data offset.
  * Deflated entries are inflated forward by a cursor that keeps the last
  * RING bytes, so a sequential reader (or the kernel's slightly reordered
- * readahead) never inflates anything twice; a read behind the ring
- * restarts from the start of the entry.  Memory per reader is bounded by
- * RING + INBUF whatever the entry's size.  The CRC and the manifest's
+ * readahead) never inflates anything twice.  As the cursor first passes
+ * through an entry it leaves restart points, at most POINTS of them, at
+ * deflate block boundaries about a span apart (a bit position and the 32
+ * KiB window before it, as zlib's zran.c does): a read behind the ring,
+ * or far ahead of the cursor, resumes at the nearest point before it
+ * instead of at the start.  Memory per reader is bounded by RING + INBUF
+ * + POINTS windows whatever the entry's size.  The CRC and the manifest's
  * xxh3-128 are checked before the last byte of an entry is returned, so
- * content that fails them is never returned whole.
+ * content that fails them is never returned whole.  Points lie where the
+ * cursor has been, which the sums have covered, so resuming at one never
+ * leaves them a gap: they go on from where they stand.
  *
  * Chunked entries (a chunk table in the manifest) and small deflated ones
  * (one chunk: the whole entry) are inflated a chunk at a time instead,
@@ -46,6 +52,18 @@
 #define AHEAD 2
 #define NEAR  (1024u * 1024)
 
+/* Restart points per deflated entry without a chunk table, and the least
+ * distance between two: a resumed read inflates at most one span. */
+#define POINTS	 64
+#define SPAN_MIN (1024u * 1024)
+#define WINDOW	 32768u
+
+struct point {
+	uint64_t out, in; /* bytes of content and of compressed data before */
+	int bits;	  /* of the byte before in, still to be read */
+	uint8_t *window;  /* the WINDOW bytes of content before out */
+};
+
 struct ckpt_reader {
 	atomic_int refs;	/* the opener's, and ckpt_reader_hold's */
 	struct ckpt_archive *a; /* one reference, held until freed */
@@ -60,13 +78,18 @@ struct ckpt_reader {
 	uint32_t crc;
 	XXH3_state_t *xs; /* NULL when the manifest has no hash */
 
-	/* Deflate only, protected by lock.  The output is vpos too. */
+	/* Deflate only, protected by lock.  The cursor has inflated out
+	 * bytes of content, from base on (0, or a restart point's); the
+	 * ring holds the last of them. */
 	z_stream zs;
 	bool zinit;
 	int failed; /* sticky negative errno */
-	uint64_t in_used;
+	uint64_t in_used, out, base;
 	size_t ring_size, in_size;
 	uint8_t *ring, *in;
+	struct point pts[POINTS]; /* in content order, each span apart */
+	uint32_t npts;
+	uint64_t span;
 
 	const char *mem; /* a filtered manifest, shared */
 	size_t mem_len;
@@ -232,6 +255,9 @@ int ckpt_reader_open(struct ckpt_archive *a, uint32_t node,
 						   : INBUF;
 		r->ring = malloc(r->ring_size);
 		r->in = malloc(r->in_size);
+		r->span = r->n->z.size / POINTS > SPAN_MIN
+				  ? r->n->z.size / POINTS
+				  : SPAN_MIN;
 		if (!r->ring || !r->in ||
 		    inflateInit2(&r->zs, -MAX_WBITS) != Z_OK)
 			goto nomem;
@@ -260,7 +286,12 @@ nomem:
 
 size_t ckpt_reader_footprint(const struct ckpt_reader *r)
 {
-	return r->ring_size + r->in_size + r->mem_len;
+	/* As much as the restart points may grow to. */
+	size_t points = r->ring && r->n->z.size > SPAN_MIN
+				? (size_t)POINTS * WINDOW
+				: 0;
+
+	return r->ring_size + r->in_size + points + r->mem_len;
 }
 
 struct ckpt_archive *ckpt_reader_archive(const struct ckpt_reader *r,
@@ -281,6 +312,8 @@ void ckpt_reader_close(struct ckpt_reader *r)
 		return;
 	if (r->zinit)
 		inflateEnd(&r->zs);
+	for (uint32_t i = 0; i < r->npts; i++)
+		free(r->pts[i].window);
 	XXH3_freeState(r->xs);
 	free(r->ring);
 	free(r->in);
@@ -354,10 +387,14 @@ static int check_end(struct ckpt_reader *r, int zr, struct ckpt_err *err)
 	uint8_t probe;
 
 	while (zr != Z_STREAM_END) {
-		if (r->zs.avail_in == 0) {
+		/* zlib may hold the last bits already: ask it first. */
+		if (r->zs.avail_in == 0 && r->in_used < r->n->z.csize) {
 			int rc = refill(r, err);
 			if (rc < 0)
 				return rc;
+		} else if (r->zs.avail_in == 0 && zr == Z_BUF_ERROR) {
+			return fail(r, -EIO, "crc",
+				    "compressed data ends early", err);
 		}
 		r->zs.next_out = &probe;
 		r->zs.avail_out = 1;
@@ -374,47 +411,121 @@ static int check_end(struct ckpt_reader *r, int zr, struct ckpt_err *err)
 	return vfinish(r, err);
 }
 
-/* Inflates at most CHUNK more bytes into the ring. */
+/* Leaves a restart point where the cursor stands, at a block boundary a
+ * span past the last one, with the window the ring still holds. */
+static void add_point(struct ckpt_reader *r)
+{
+	uint64_t last = r->npts ? r->pts[r->npts - 1].out : 0;
+	size_t w = r->out < WINDOW ? (size_t)r->out : WINDOW;
+	struct point *p = &r->pts[r->npts];
+
+	if (r->npts == POINTS || r->out < last + r->span ||
+	    r->out - r->base < w || !(r->zs.data_type & 128) ||
+	    (r->zs.data_type & 64))
+		return;
+	p->window = malloc(WINDOW);
+	if (!p->window)
+		return; /* points only save time */
+	for (size_t k = 0; k < w;) {
+		size_t at = (size_t)((r->out - w + k) % r->ring_size);
+		size_t c =
+			r->ring_size - at < w - k ? r->ring_size - at : w - k;
+		memcpy(p->window + WINDOW - w + k, r->ring + at, c);
+		k += c;
+	}
+	p->out = r->out;
+	p->in = r->in_used - r->zs.avail_in;
+	p->bits = r->zs.data_type & 7;
+	r->npts++;
+}
+
+/* Inflates at most CHUNK more bytes into the ring, stopping at the end of
+ * a deflate block to leave a restart point there. */
 static int inflate_some(struct ckpt_reader *r, struct ckpt_err *err)
 {
-	uint64_t size = r->n->z.size;
-	size_t pos = (size_t)(r->vpos % r->ring_size);
+	uint64_t size = r->n->z.size, at = r->out;
+	size_t pos = (size_t)(r->out % r->ring_size);
 	size_t room = r->ring_size - pos;
 	size_t made;
 	int zr;
 
 	if (room > CHUNK)
 		room = CHUNK;
-	if (room > size - r->vpos)
-		room = (size_t)(size - r->vpos);
-	if (r->zs.avail_in == 0) {
+	if (room > size - r->out)
+		room = (size_t)(size - r->out);
+	/* Past a block's end zlib may hold the next block whole in its
+	 * bits: input ran out only if it cannot go on without. */
+	if (r->zs.avail_in == 0 && r->in_used < r->n->z.csize) {
 		int rc = refill(r, err);
 		if (rc < 0)
 			return rc;
 	}
 	r->zs.next_out = r->ring + pos;
 	r->zs.avail_out = (uInt)room;
-	zr = inflate(&r->zs, Z_NO_FLUSH);
+	zr = inflate(&r->zs, Z_BLOCK);
 	made = room - r->zs.avail_out;
 	if (zr != Z_OK && zr != Z_STREAM_END && zr != Z_BUF_ERROR)
 		return fail(r, -EIO, "crc", "corrupt compressed data", err);
-	if (zr == Z_STREAM_END && r->vpos + made < size)
+	if (zr == Z_BUF_ERROR && made == 0 && r->zs.avail_in == 0)
+		return fail(r, -EIO, "crc", "compressed data ends early", err);
+	if (zr == Z_STREAM_END && r->out + made < size)
 		return fail(r, -EIO, "crc",
 			    "content shorter than its declared size", err);
-	vupdate(r, r->ring + pos, made);
-	if (r->vpos == size)
+	r->out += made;
+	/* The sums go on from where they stand, whatever the cursor
+	 * inflated again or skipped. */
+	if (at <= r->vpos && r->vpos < r->out)
+		vupdate(r, r->ring + pos + (r->vpos - at),
+			(size_t)(r->out - r->vpos));
+	if (r->out == size)
 		return check_end(r, zr, err);
+	add_point(r);
 	return 0;
 }
 
-static int rewind_inflate(struct ckpt_reader *r)
+/* Resumes the cursor at the last restart point at or before off, or at
+ * the start of the entry. */
+static int resume(struct ckpt_reader *r, uint64_t off, struct ckpt_err *err)
 {
+	const struct point *p = NULL;
+	uint8_t byte;
+
+	for (uint32_t i = 0; i < r->npts && r->pts[i].out <= off; i++)
+		p = &r->pts[i];
 	if (inflateReset(&r->zs) != Z_OK)
 		return -EIO;
 	r->zs.avail_in = 0;
-	r->in_used = 0;
-	vreset(r);
+	r->in_used = p ? p->in : 0;
+	r->out = r->base = p ? p->out : 0;
+	if (!p)
+		return 0;
+	if (p->bits) {
+		if (pread_all(r->a->fd, &byte, 1, r->data + p->in - 1) < 0)
+			return fail(r, -EIO, "io", "archive unreadable", err);
+		if (inflatePrime(&r->zs, p->bits, byte >> (8 - p->bits)) !=
+		    Z_OK)
+			return -EIO;
+	}
+	if (inflateSetDictionary(&r->zs, p->window, WINDOW) != Z_OK)
+		return -EIO;
 	return 0;
+}
+
+/* Whether a read at off should resume at a restart point: it lies behind
+ * what the ring holds, or a point lies more than a ring's length ahead of
+ * the cursor on the way to it. */
+static bool must_resume(const struct ckpt_reader *r, uint64_t off)
+{
+	uint64_t lo = r->out > r->ring_size ? r->out - r->ring_size : 0;
+
+	if (lo < r->base)
+		lo = r->base;
+	if (off < lo)
+		return true;
+	for (uint32_t i = r->npts; i-- > 0;)
+		if (r->pts[i].out <= off)
+			return r->pts[i].out > r->out + r->ring_size;
+	return false;
 }
 
 static ssize_t read_deflated(struct ckpt_reader *r, uint8_t *buf, size_t n,
@@ -431,12 +542,10 @@ static ssize_t read_deflated(struct ckpt_reader *r, uint8_t *buf, size_t n,
 	while (done < n) {
 		uint64_t at = off + done;
 		size_t seg = n - done < SEG ? n - done : SEG;
-		uint64_t lo =
-			r->vpos > r->ring_size ? r->vpos - r->ring_size : 0;
 
-		if (at < lo && (rc = rewind_inflate(r)) < 0)
+		if (must_resume(r, at) && (rc = resume(r, at, err)) < 0)
 			break;
-		while (r->vpos < at + seg && (rc = inflate_some(r, err)) == 0)
+		while (r->out < at + seg && (rc = inflate_some(r, err)) == 0)
 			;
 		if (rc < 0)
 			break;

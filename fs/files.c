@@ -27,9 +27,11 @@
 
 #define FILES 32
 /* What the kept readers' buffers may take together: a reader of a large
- * entry another tool deflated holds a 2 MiB window, a filtered manifest
- * its whole text.  The entry just opened always stays. */
-#define FILES_BYTES (8u << 20)
+ * entry another tool deflated holds a 2 MiB window and up to 2 MiB of
+ * restart points, a filtered manifest its whole text; room for a handful
+ * of each, so that readers taking turns do not evict each other.  The
+ * entry just opened always stays. */
+#define FILES_BYTES (32u << 20)
 
 enum kind {
 	K_ARCHIVE,
