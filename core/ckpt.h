@@ -140,7 +140,15 @@ struct ckpt_stat {
 	int64_t mtime_ns; /* since the epoch */
 	uint32_t nchild;  /* directories: number of children */
 	uint32_t nlink;	  /* 1 for files; 2 + subdirectories for dirs */
+	/* current/ only (0 in checkpoints): the source's identity, which
+	 * changes with its content even when size and mtime do not (cp -p,
+	 * rsync -a, a rename into place). */
+	uint64_t ino;
+	int64_t ctime_ns;
 };
+
+/* Whether two stats of one live name describe the same content. */
+bool ckpt_stat_same(const struct ckpt_stat *a, const struct ckpt_stat *b);
 
 /* Opens STORE/<file> (relative to dirfd) without following links or
  * blocking, checks it is a regular file, and indexes it.  On success
@@ -272,8 +280,10 @@ int ckpt_store_get_id(struct ckpt_store *s, uint32_t id,
  * answered, until it forgets them).  A pinned archive outlives the
  * replacement or removal of its checkpoint, reachable by id: a file the
  * kernel opened then still reads the old content, though the kernel
- * sends no open.  Counted before the answer is sent. */
-void ckpt_archive_pin(struct ckpt_archive *a, uint64_t n);
+ * sends no open.  Counted before the answer is sent; -ESTALE, counting
+ * nothing, when the archive is no longer in the store's table (replaced
+ * or removed meanwhile, unpinned). */
+int ckpt_store_pin(struct ckpt_store *s, struct ckpt_archive *a, uint64_t n);
 void ckpt_store_unpin(struct ckpt_store *s, uint32_t id, uint64_t n);
 
 /* CLOCK_REALTIME nanoseconds of the last change to what the store shows

@@ -905,6 +905,8 @@ void ckpt_archive_unref(struct ckpt_archive *a)
 	free(a);
 }
 
+static _Atomic uint64_t poisonings;
+
 void archive_poison(struct ckpt_archive *a, const struct ckpt_err *why)
 {
 	int expected = 0;
@@ -913,7 +915,13 @@ void archive_poison(struct ckpt_archive *a, const struct ckpt_err *why)
 	if (atomic_compare_exchange_strong(&a->poisoned, &expected, 2)) {
 		a->poison = *why;
 		atomic_store(&a->poisoned, 1);
+		atomic_fetch_add(&poisonings, 1);
 	}
+}
+
+uint64_t archive_poisonings(void)
+{
+	return atomic_load(&poisonings);
 }
 
 int64_t ckpt_archive_created_ns(const struct ckpt_archive *a)

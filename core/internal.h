@@ -176,6 +176,8 @@ void archive_manifest_put(struct ckpt_archive *a);
 
 /* Marks the archive refused for a defect found while reading. */
 void archive_poison(struct ckpt_archive *a, const struct ckpt_err *why);
+/* How many archives this process has found broken, ever. */
+uint64_t archive_poisonings(void);
 
 /* Reads a whole entry into a new buffer of at most max bytes, checking its
  * CRC (used for the manifest and symlink targets).  *out is malloc'd. */

@@ -96,6 +96,9 @@ int ckpt_live_stat(const struct ckpt_save_opts *o, const char *path,
 	cs->mode = ckpt_policy_mode(type, st.st_mode & 07777);
 	cs->mtime_ns =
 		(int64_t)st.st_mtim.tv_sec * 1000000000 + st.st_mtim.tv_nsec;
+	cs->ctime_ns =
+		(int64_t)st.st_ctim.tv_sec * 1000000000 + st.st_ctim.tv_nsec;
+	cs->ino = (uint64_t)st.st_ino;
 	/* Directories are not counted through: 1 tells find(1) and fts not
 	 * to trust the count, as on other filesystems that do not know. */
 	cs->nlink = 1;
@@ -108,6 +111,13 @@ int ckpt_live_stat(const struct ckpt_save_opts *o, const char *path,
 			close(fd);
 	}
 	return 0;
+}
+
+bool ckpt_stat_same(const struct ckpt_stat *a, const struct ckpt_stat *b)
+{
+	return a->type == b->type && a->size == b->size &&
+	       a->mtime_ns == b->mtime_ns && a->ctime_ns == b->ctime_ns &&
+	       a->ino == b->ino;
 }
 
 int ckpt_live_list(const struct ckpt_save_opts *o, const char *path,

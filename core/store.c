@@ -24,9 +24,10 @@
 
 #include "internal.h"
 
-#define SUFFIX	 ".ckpt"
-#define INDEXING 16  /* names indexed at once that others wait for */
-#define NAME_BUF 256 /* a checkpoint name and its NUL */
+#define SUFFIX	    ".ckpt"
+#define INDEXING    16	/* names indexed at once that others wait for */
+#define NAME_BUF    256 /* a checkpoint name and its NUL */
+#define RETIRED_MAX 8	/* replaced instances kept for the kernel's inodes */
 
 struct journal;
 static struct journal *journal_new(void);
@@ -79,6 +80,8 @@ struct ckpt_store {
 	char indexing[INDEXING][NAME_BUF];
 	unsigned nindexing;
 	_Atomic int64_t changed_ns; /* see ckpt_store_changed_ns */
+	size_t retired;		    /* instances kept for pins alone */
+	uint64_t poisonings;	    /* archive_poisonings() last seen */
 };
 
 static int64_t now_ns(void);
@@ -96,6 +99,12 @@ static void touch(struct ckpt_store *s)
 
 int64_t ckpt_store_changed_ns(struct ckpt_store *s)
 {
+	/* An archive found broken leaves the listing at its next lookup;
+	 * a listing the kernel cached must be dropped now. */
+	uint64_t p = archive_poisonings();
+
+	if (__atomic_exchange_n(&s->poisonings, p, __ATOMIC_RELAXED) != p)
+		touch(s);
 	return atomic_load(&s->changed_ns);
 }
 
@@ -170,16 +179,44 @@ static void slot_free(struct slot *sl)
 	ckpt_archive_unref(sl->a);
 }
 
+/*
+ * The kernel forgets the inodes of a checkpoint that is no longer looked
+ * up only under memory pressure, so retired instances (each an index and
+ * an open descriptor, which also keeps a deleted file's space in use)
+ * could pile up for good under periodic checkpoints and pruning.  Past
+ * RETIRED_MAX the oldest one goes: what the kernel still holds of it
+ * answers ESTALE, as it would without pins.  Caller holds the write lock.
+ */
+static void retire_oldest(struct ckpt_store *s)
+{
+	for (size_t i = 0; i < s->ninst && s->retired > RETIRED_MAX; i++) {
+		struct ckpt_archive *a = s->inst[i];
+		if (!a || !a->retired)
+			continue;
+		a->retired = false;
+		s->retired--;
+		s->inst[i] = NULL;
+		s->live--;
+		ckpt_archive_unref(a); /* the table's; no lock is taken */
+	}
+}
+
 /* Removes an archive from the id table, or retires it there while the
  * kernel still holds names in it (the table then owns a reference);
  * caller holds the write lock.  Rare (a replace or removal), so a linear
  * scan is fine. */
 static void drop_instance(struct ckpt_store *s, struct ckpt_archive *a)
 {
-	if (atomic_load(&a->pins) > 0 && atomic_load(&a->poisoned) != 1) {
+	if (atomic_load(&a->pins) > 0 && !a->retired) {
 		ckpt_archive_ref(a);
 		a->retired = true;
+		s->retired++;
+		retire_oldest(s);
 		return;
+	}
+	if (a->retired) {
+		a->retired = false;
+		s->retired--;
 	}
 	for (size_t i = 0; i < s->ninst; i++)
 		if (s->inst[i] == a) {
@@ -631,9 +668,21 @@ int ckpt_store_get_id(struct ckpt_store *s, uint32_t id,
 	return rc;
 }
 
-void ckpt_archive_pin(struct ckpt_archive *a, uint64_t n)
+int ckpt_store_pin(struct ckpt_store *s, struct ckpt_archive *a, uint64_t n)
 {
-	atomic_fetch_add(&a->pins, n);
+	size_t k;
+	int rc = -ESTALE;
+
+	/* Under the lock, so that a drop cannot slip in between finding
+	 * the archive unpinned and counting the pin. */
+	pthread_rwlock_rdlock(&s->lock);
+	k = inst_find(s, a->id);
+	if (k < s->ninst && s->inst[k] == a) {
+		atomic_fetch_add(&a->pins, n);
+		rc = 0;
+	}
+	pthread_rwlock_unlock(&s->lock);
+	return rc;
 }
 
 void ckpt_store_unpin(struct ckpt_store *s, uint32_t id, uint64_t n)
@@ -647,9 +696,7 @@ void ckpt_store_unpin(struct ckpt_store *s, uint32_t id, uint64_t n)
 	if (k < s->ninst) {
 		struct ckpt_archive *a = s->inst[k];
 		uint64_t was = atomic_load(&a->pins);
-		/* Never below zero: a pin lost to a race with a replace
-		 * (the instance left the table before it was counted) must
-		 * not take another's. */
+		/* Never below zero, whatever the kernel sends. */
 		while (!atomic_compare_exchange_weak(&a->pins, &was,
 						     was > n ? was - n : 0))
 			;
@@ -663,7 +710,6 @@ void ckpt_store_unpin(struct ckpt_store *s, uint32_t id, uint64_t n)
 	if (k < s->ninst && s->inst[k]->retired &&
 	    atomic_load(&s->inst[k]->pins) == 0) {
 		gone = s->inst[k];
-		gone->retired = false;
 		drop_instance(s, gone);
 	}
 	pthread_rwlock_unlock(&s->lock);

@@ -30,6 +30,21 @@ enum {
 /* Nodeids of current/ carry this bit: archive nodeids are (instance id
  * << 32 | node) with instance ids far below 2^30. */
 #define LIVE_BIT (1ull << 62)
+/* So do the texts of the control files: each text taken gets a nodeid of
+ * its own (files.c), so that content under a nodeid never changes, as in
+ * checkpoints.  The low 20 bits are the file's fixed number. */
+#define TEXT_BIT  (1ull << 61)
+#define TEXT_BASE 0xfffffu
+
+static inline bool is_archive_ino(fuse_ino_t ino)
+{
+	return ino >> 32 && !(ino & (LIVE_BIT | TEXT_BIT));
+}
+
+static inline bool is_text_ino(fuse_ino_t ino)
+{
+	return (ino & TEXT_BIT) != 0;
+}
 
 struct live_node;
 
@@ -51,6 +66,10 @@ struct ckptfs {
 	/* The kernel opens files and directories without asking: reads
 	 * name their file by nodeid alone (files.c). */
 	bool no_open, no_opendir;
+	/* Other users reach the mount (allow_other or allow_root) and the
+	 * kernel does not check modes: opens must ask, so that a write
+	 * open can be refused before a shared writable map exists. */
+	bool shared;
 
 	/* Saving: possible when a source was given and not -o ro. */
 	bool has_source;
@@ -86,10 +105,19 @@ void ckptfs_watch_stop(struct ckptfs *fs);
  * have changed.  Request handlers use this instead of notifying the
  * kernel themselves, which could deadlock on the directory they hold. */
 void ckptfs_watch_kick(struct ckptfs *fs);
+/* Asks the watcher to make the kernel drop the cached pages of ino: a
+ * change it cannot see, or a write it took into its cache and the daemon
+ * refused.  Request handlers cannot do it themselves: the kernel may wait
+ * for their own reply before it lets go of those pages. */
+void ckptfs_watch_inval(struct ckptfs *fs, fuse_ino_t ino);
 
 /* current/ has no stable node numbers: each path the kernel holds gets a
  * nodeid until the kernel forgets it.  live_ino() counts one lookup. */
 fuse_ino_t live_ino(struct ckptfs *fs, const char *path);
+/* Records the attributes about to be given for a live nodeid; true when
+ * its content changed but its size and mtime did not, which the kernel
+ * would not notice on its own (see ckptfs_watch_inval). */
+bool live_told(struct ckptfs *fs, fuse_ino_t ino, const struct ckpt_stat *cs);
 /* Copies the path of a live nodeid; -ESTALE once forgotten. */
 int live_path(struct ckptfs *fs, fuse_ino_t ino, char *buf, size_t size);
 void live_forget(struct ckptfs *fs, fuse_ino_t ino, uint64_t n);
@@ -102,12 +130,16 @@ void live_free(struct ckptfs *fs);
 ssize_t files_read(struct ckptfs *fs, fuse_ino_t ino, void *buf, size_t size,
 		   uint64_t off, struct ckpt_err *err,
 		   struct ckpt_reader **ahead);
-/* Takes the text of a control file (status, errors/NAME) afresh for the
- * next reads; gives its length, and the time it last changed. */
-int files_text(struct ckptfs *fs, fuse_ino_t ino, size_t *len,
-	       int64_t *mtime_ns);
-/* Drops what is open for a nodeid the kernel forgot; and everything. */
-void files_forget(fuse_ino_t ino);
+/* Takes the text of a control file (status, errors/NAME: base is its
+ * fixed number) afresh: gives the nodeid it is served under (a new one
+ * when it changed), its length and the time it was taken. */
+int files_text(struct ckptfs *fs, fuse_ino_t base, bool lookup_counts,
+	       fuse_ino_t *node, size_t *len, int64_t *mtime_ns);
+/* The length and time of the text a nodeid names; -ESTALE once gone. */
+int files_text_attr(fuse_ino_t node, size_t *len, int64_t *mtime_ns);
+/* The kernel forgot n lookups of ino: what is open for it is dropped (a
+ * text, once all its lookups are forgotten).  files_clear drops all. */
+void files_forget(fuse_ino_t ino, uint64_t n);
 void files_clear(void);
 
 /* Logs an error object: "what: reason (rule, path)". */

@@ -4,17 +4,19 @@
  * Opens cost no message (the kernel's zero-message opens, see ops.c), so
  * a read names its file by nodeid alone.  The content behind the nodeids
  * read most recently stays open here, FILES of them at most: a reader of
- * a checkpoint's file, keeping its read-ahead state across requests; a
- * file of current/, whose secret scan must not be repeated for every
- * request; or the text of a control file.  The kernel's forgetting a
- * nodeid drops its entry.
+ * a checkpoint's file, keeping its read-ahead state and restart points
+ * across requests, or a file of current/, whose secret scan must not be
+ * repeated for every request.  The texts of control files are kept in a
+ * table of their own, so that listing many reports never evicts a reader.
+ * The kernel's forgetting a nodeid drops its entry; so does a failed read,
+ * so that an error that passes is not remembered (content that failed its
+ * sums stays refused by core).
  *
- * A control file's text is taken when the kernel asks for its attributes
- * (it does before every read, their timeout being 0), and reads are
- * served from that copy: the size the kernel was told and the bytes it
- * gets agree.  Its mtime moves whenever the text changes, which makes the
- * kernel drop what it cached.  A current/ file is opened again when its
- * source's size or mtime changed.
+ * A control file's text is taken each time its name is looked up (never
+ * cached by the kernel), and a text that changed gets a new nodeid: what
+ * the kernel cached under a nodeid is never stale, and an open file reads
+ * the text it was opened on to its end.  A current/ file is opened again
+ * when its source changed: another inode, size, mtime or ctime.
  */
 #include <errno.h>
 #include <stdatomic.h>
@@ -30,7 +32,8 @@
  * entry another tool deflated holds a 2 MiB window and up to 2 MiB of
  * restart points, a filtered manifest its whole text; room for a handful
  * of each, so that readers taking turns do not evict each other.  The
- * entry just opened always stays. */
+ * entry just opened always stays, and one evicted while a request uses
+ * it lives until that request ends. */
 #define FILES_BYTES (32u << 20)
 
 enum kind {
@@ -58,14 +61,23 @@ struct file {
 			char *buf;
 			size_t len;
 			int64_t mtime_ns;
+			/* Lookups the kernel has not forgotten: a name
+			 * looked up again may get the same nodeid while
+			 * the forget of an earlier lookup is on its way. */
+			uint64_t nlookup;
 		} text;
 	} u;
 };
 
+struct table {
+	struct file *v[FILES];
+	uint64_t tick;
+	size_t held; /* sum of the entries' cost */
+};
+
+/* One lock for both tables: every use is a few dozen compares. */
 static pthread_mutex_t files_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct file *files[FILES];
-static uint64_t tick;
-static size_t held; /* sum of the entries' cost */
+static struct table readers, texts;
 
 static void file_put(struct file *f)
 {
@@ -86,70 +98,90 @@ static void file_put(struct file *f)
 	free(f);
 }
 
+static void put_all(struct file **v, unsigned n)
+{
+	for (unsigned i = 0; i < n; i++)
+		file_put(v[i]);
+}
+
+static struct table *table_of(fuse_ino_t ino)
+{
+	return is_text_ino(ino) ? &texts : &readers;
+}
+
 /* The entry for ino with a reference, or NULL.  Caller holds files_lock. */
-static struct file *lookup(fuse_ino_t ino)
+static struct file *lookup(struct table *t, fuse_ino_t ino)
 {
 	for (unsigned i = 0; i < FILES; i++)
-		if (files[i] && files[i]->ino == ino) {
-			files[i]->used = ++tick;
-			atomic_fetch_add(&files[i]->refs, 1);
-			return files[i];
+		if (t->v[i] && t->v[i]->ino == ino) {
+			t->v[i]->used = ++t->tick;
+			atomic_fetch_add(&t->v[i]->refs, 1);
+			return t->v[i];
 		}
 	return NULL;
 }
 
 /* Takes entry i out of the table; caller holds files_lock and puts it. */
-static struct file *take(unsigned i)
+static struct file *take(struct table *t, unsigned i)
 {
-	struct file *f = files[i];
+	struct file *f = t->v[i];
 
-	files[i] = NULL;
+	t->v[i] = NULL;
 	if (f)
-		held -= f->cost;
+		t->held -= f->cost;
 	return f;
 }
 
 /* Puts f in the table in place of any entry for the same nodeid, or of
  * the least recently used one, and evicts the least recently used others
  * while their buffers exceed FILES_BYTES.  What it displaced goes into
- * out (FILES slots), for the caller to put outside the lock.  Caller
- * holds files_lock. */
-static void place(struct file *f, struct file **out)
+ * out (FILES slots), for the caller to put outside the lock; returns how
+ * many.  Caller holds files_lock. */
+static unsigned place(struct table *t, struct file *f, struct file **out)
 {
 	unsigned victim = 0, n = 0;
 
 	for (unsigned i = 0; i < FILES; i++) {
-		if (files[i] && files[i]->ino == f->ino) {
+		if (t->v[i] && t->v[i]->ino == f->ino) {
 			victim = i;
 			break;
 		}
-		if (!files[i] ||
-		    (files[victim] && files[i]->used < files[victim]->used))
+		if (!t->v[i] ||
+		    (t->v[victim] && t->v[i]->used < t->v[victim]->used))
 			victim = i;
 	}
-	out[n++] = take(victim);
-	f->used = ++tick;
+	out[n++] = take(t, victim);
+	f->used = ++t->tick;
 	atomic_fetch_add(&f->refs, 1); /* the table's */
-	files[victim] = f;
-	held += f->cost;
-	while (held > FILES_BYTES) {
+	t->v[victim] = f;
+	t->held += f->cost;
+	while (t->held > FILES_BYTES) {
 		unsigned old = FILES;
 		for (unsigned i = 0; i < FILES; i++)
-			if (files[i] && files[i] != f &&
-			    (old == FILES || files[i]->used < files[old]->used))
+			if (t->v[i] && t->v[i] != f &&
+			    (old == FILES || t->v[i]->used < t->v[old]->used))
 				old = i;
 		if (old == FILES)
 			break;
-		out[n++] = take(old);
+		out[n++] = take(t, old);
 	}
-	while (n < FILES)
-		out[n++] = NULL;
+	return n;
 }
 
-static void put_all(struct file **v)
+/* Drops ino's entry, if it is still f (any entry for ino when f is NULL). */
+static void drop(fuse_ino_t ino, const struct file *f)
 {
+	struct table *t = table_of(ino);
+	struct file *gone = NULL;
+
+	pthread_mutex_lock(&files_lock);
 	for (unsigned i = 0; i < FILES; i++)
-		file_put(v[i]);
+		if (t->v[i] && t->v[i]->ino == ino && (!f || t->v[i] == f)) {
+			gone = take(t, i);
+			break;
+		}
+	pthread_mutex_unlock(&files_lock);
+	file_put(gone);
 }
 
 static int64_t now_ns(void)
@@ -161,90 +193,99 @@ static int64_t now_ns(void)
 }
 
 /* The text of a control file: the status, or an errors/NAME report. */
-static int control_text(struct ckptfs *fs, fuse_ino_t ino, char **text,
+static int control_text(struct ckptfs *fs, fuse_ino_t base, char **text,
 			size_t *len)
 {
 	char *name;
 
-	if (ino == INO_STATUS) {
+	if (base == INO_STATUS) {
 		*text = ckpt_store_status(fs->store, len);
 		return *text ? 0 : -ENOMEM;
 	}
-	if (ckpt_store_error(fs->store, ino - INO_ERROR_BASE, &name, text,
+	if (ckpt_store_error(fs->store, base - INO_ERROR_BASE, &name, text,
 			     len) < 0)
 		return -ENOENT;
 	free(name);
 	return 0;
 }
 
-int files_text(struct ckptfs *fs, fuse_ino_t ino, size_t *len,
-	       int64_t *mtime_ns)
+int files_text(struct ckptfs *fs, fuse_ino_t base, bool lookup_counts,
+	       fuse_ino_t *node, size_t *len, int64_t *mtime_ns)
 {
-	struct file *f = calloc(1, sizeof(*f)), *old, *out[FILES] = {NULL};
+	static uint64_t generation; /* under files_lock */
+	struct file *f = calloc(1, sizeof(*f)), *cur = NULL, *gone[FILES + 1];
+	unsigned n = 0;
 	int rc;
 
 	if (!f)
 		return -ENOMEM;
-	rc = control_text(fs, ino, &f->u.text.buf, &f->u.text.len);
+	rc = control_text(fs, base, &f->u.text.buf, &f->u.text.len);
 	if (rc < 0) {
 		free(f);
 		return rc;
 	}
-	f->ino = ino;
 	f->kind = K_TEXT;
-	atomic_init(&f->refs, 0);
+	atomic_init(&f->refs, 1); /* ours, put below */
 	pthread_mutex_lock(&files_lock);
-	old = lookup(ino);
-	if (old && old->u.text.len == f->u.text.len &&
-	    memcmp(old->u.text.buf, f->u.text.buf, f->u.text.len) == 0) {
-		/* Unchanged: the kernel keeps what it cached. */
-		f->u.text.mtime_ns = old->u.text.mtime_ns;
-		free(f->u.text.buf);
-		free(f);
-		f = old;
-		old = NULL;
-	} else {
-		int64_t now = now_ns(), was = old ? old->u.text.mtime_ns : 0;
-		f->u.text.mtime_ns = now > was ? now : was + 1;
-		f->cost = f->u.text.len;
-		file_put(old);
-		old = NULL;
-		atomic_fetch_add(&f->refs, 1); /* ours, until below */
-		place(f, out);
+	/* The newest text of this file, if it is still kept. */
+	for (unsigned i = 0; i < FILES; i++) {
+		struct file *x = texts.v[i];
+		if (x && (x->ino & TEXT_BASE) == base &&
+		    (!cur || x->ino > cur->ino))
+			cur = x;
 	}
+	if (cur && cur->u.text.len == f->u.text.len &&
+	    memcmp(cur->u.text.buf, f->u.text.buf, f->u.text.len) == 0) {
+		cur->used = ++texts.tick;
+		gone[n++] = f;
+		f = cur;
+	} else {
+		f->ino = TEXT_BIT | ++generation << 20 | base;
+		f->u.text.mtime_ns = now_ns();
+		f->cost = f->u.text.len;
+		n = place(&texts, f, gone);
+		gone[n++] = f; /* the table keeps it */
+	}
+	if (lookup_counts)
+		f->u.text.nlookup++;
+	*node = f->ino;
 	*len = f->u.text.len;
 	*mtime_ns = f->u.text.mtime_ns;
 	pthread_mutex_unlock(&files_lock);
-	put_all(out);
-	file_put(f);
+	put_all(gone, n);
 	return 0;
+}
+
+int files_text_attr(fuse_ino_t node, size_t *len, int64_t *mtime_ns)
+{
+	struct file *f;
+
+	pthread_mutex_lock(&files_lock);
+	f = lookup(&texts, node);
+	if (f) {
+		*len = f->u.text.len;
+		*mtime_ns = f->u.text.mtime_ns;
+	}
+	pthread_mutex_unlock(&files_lock);
+	file_put(f);
+	return f ? 0 : -ESTALE;
 }
 
 /* Opens what ino names, outside the table. */
 static int file_open(struct ckptfs *fs, fuse_ino_t ino, struct file **out,
 		     struct ckpt_err *err)
 {
-	struct file *f = calloc(1, sizeof(*f));
+	struct file *f;
 	char path[4096];
 	int rc = 0;
 
+	if (is_text_ino(ino))
+		return -ESTALE; /* evicted: taken again at the next lookup */
+	f = calloc(1, sizeof(*f));
 	if (!f)
 		return -ENOMEM;
 	f->ino = ino;
 	atomic_init(&f->refs, 1);
-	if (ino == INO_STATUS ||
-	    (ino >= INO_ERROR_BASE && ino < INO_ERROR_END)) {
-		size_t len;
-		int64_t mtime;
-		free(f);
-		/* Taken by the attribute request that preceded the read,
-		 * unless evicted since. */
-		rc = files_text(fs, ino, &len, &mtime);
-		pthread_mutex_lock(&files_lock);
-		*out = rc == 0 ? lookup(ino) : NULL;
-		pthread_mutex_unlock(&files_lock);
-		return rc < 0 ? rc : *out ? 0 : -EAGAIN;
-	}
 	if (ino & LIVE_BIT) {
 		f->kind = K_LIVE;
 		rc = live_path(fs, ino, path, sizeof(path));
@@ -254,7 +295,7 @@ static int file_open(struct ckptfs *fs, fuse_ino_t ino, struct file **out,
 			rc = ckpt_live_open(&fs->save, path, &f->u.live.f, err);
 		if (rc == 0)
 			pthread_mutex_init(&f->u.live.lock, NULL);
-	} else if (ino >> 32) {
+	} else if (is_archive_ino(ino)) {
 		struct ckpt_archive *a;
 		f->kind = K_ARCHIVE;
 		rc = ckpt_store_get_id(fs->store, (uint32_t)(ino >> 32), &a);
@@ -291,18 +332,18 @@ static bool stale(struct ckptfs *fs, struct file *f)
 	if (live_path(fs, f->ino, path, sizeof(path)) < 0 ||
 	    ckpt_live_stat(&fs->save, path, &now) < 0)
 		return false; /* reading what was opened still works */
-	return now.size != f->u.live.seen.size ||
-	       now.mtime_ns != f->u.live.seen.mtime_ns;
+	return !ckpt_stat_same(&now, &f->u.live.seen);
 }
 
 static int file_get(struct ckptfs *fs, fuse_ino_t ino, struct file **out,
 		    struct ckpt_err *err)
 {
 	struct file *f, *gone[FILES];
+	unsigned n;
 	int rc;
 
 	pthread_mutex_lock(&files_lock);
-	f = lookup(ino);
+	f = lookup(table_of(ino), ino);
 	pthread_mutex_unlock(&files_lock);
 	if (f && !stale(fs, f)) {
 		*out = f;
@@ -312,14 +353,10 @@ static int file_get(struct ckptfs *fs, fuse_ino_t ino, struct file **out,
 	rc = file_open(fs, ino, &f, err);
 	if (rc < 0)
 		return rc;
-	if (f->kind == K_TEXT) {
-		*out = f;
-		return 0;
-	}
 	pthread_mutex_lock(&files_lock);
-	place(f, gone);
+	n = place(&readers, f, gone);
 	pthread_mutex_unlock(&files_lock);
-	put_all(gone);
+	put_all(gone, n);
 	*out = f;
 	return 0;
 }
@@ -360,28 +397,41 @@ ssize_t files_read(struct ckptfs *fs, fuse_ino_t ino, void *buf, size_t size,
 		}
 		break;
 	}
+	if (n < 0)
+		drop(ino, f);
 	file_put(f);
 	return n;
 }
 
-void files_forget(fuse_ino_t ino)
+void files_forget(fuse_ino_t ino, uint64_t n)
 {
-	struct file *f = NULL;
+	struct file *gone = NULL;
 
+	if (!is_text_ino(ino)) {
+		drop(ino, NULL);
+		return;
+	}
 	pthread_mutex_lock(&files_lock);
-	for (unsigned i = 0; i < FILES; i++)
-		if (files[i] && files[i]->ino == ino) {
-			f = take(i);
-			break;
-		}
+	for (unsigned i = 0; i < FILES; i++) {
+		struct file *x = texts.v[i];
+		if (!x || x->ino != ino)
+			continue;
+		x->u.text.nlookup -=
+			n < x->u.text.nlookup ? n : x->u.text.nlookup;
+		if (x->u.text.nlookup == 0)
+			gone = take(&texts, i);
+		break;
+	}
 	pthread_mutex_unlock(&files_lock);
-	file_put(f);
+	file_put(gone);
 }
 
 void files_clear(void)
 {
 	pthread_mutex_lock(&files_lock);
-	for (unsigned i = 0; i < FILES; i++)
-		file_put(take(i));
+	for (unsigned i = 0; i < FILES; i++) {
+		file_put(take(&readers, i));
+		file_put(take(&texts, i));
+	}
 	pthread_mutex_unlock(&files_lock);
 }

@@ -17,6 +17,8 @@
 struct live_node {
 	char *path;
 	uint64_t nlookup;
+	struct ckpt_stat told; /* the attributes last given to the kernel */
+	bool told_any;
 };
 
 static size_t slot_of(const struct ckptfs_live *l, const char *path)
@@ -76,7 +78,7 @@ fuse_ino_t live_ino(struct ckptfs *fs, const char *path)
 		l->nodes = v;
 		l->cap = cap;
 	}
-	nd = malloc(sizeof(*nd));
+	nd = calloc(1, sizeof(*nd));
 	if (!nd || !(nd->path = strdup(path))) {
 		free(nd);
 		goto out;
@@ -103,6 +105,25 @@ int live_path(struct ckptfs *fs, fuse_ino_t ino, char *buf, size_t size)
 	}
 	pthread_mutex_unlock(&l->lock);
 	return rc;
+}
+
+bool live_told(struct ckptfs *fs, fuse_ino_t ino, const struct ckpt_stat *cs)
+{
+	struct ckptfs_live *l = &fs->live;
+	size_t id = (size_t)(ino & ~LIVE_BIT);
+	bool blind = false;
+
+	pthread_mutex_lock(&l->lock);
+	if (id >= 1 && id <= l->n && l->nodes[id - 1]) {
+		struct live_node *x = l->nodes[id - 1];
+		blind = x->told_any && !ckpt_stat_same(&x->told, cs) &&
+			x->told.size == cs->size &&
+			x->told.mtime_ns == cs->mtime_ns;
+		x->told = *cs;
+		x->told_any = true;
+	}
+	pthread_mutex_unlock(&l->lock);
+	return blind;
 }
 
 void live_forget(struct ckptfs *fs, fuse_ino_t ino, uint64_t n)

@@ -28,6 +28,8 @@
 struct options {
 	char *store;
 	int ro, workspace_only, help, version;
+	bool others,
+		checked; /* allow_other or allow_root; default_permissions */
 	char *source, *tier[CKPT_TIER_COUNT], *backend, *agent_uid;
 	char *exclude_from, *secrets_allow;
 	unsigned every, keep;
@@ -36,34 +38,33 @@ struct options {
 	double timeout;
 };
 
+enum {
+	KEY_OTHERS,
+	KEY_CHECKED
+};
+
 #define OPT(t, p)                                                              \
 	{                                                                      \
 		t, offsetof(struct options, p), 1                              \
 	}
 static const struct fuse_opt opt_spec[] = {
-	OPT("ro", ro),
-	OPT("workspace_only", workspace_only),
-	OPT("source=%s", source),
-	OPT("world=%s", tier[CKPT_TIER_WORLD]),
+	OPT("ro", ro), OPT("workspace_only", workspace_only),
+	OPT("source=%s", source), OPT("world=%s", tier[CKPT_TIER_WORLD]),
 	OPT("workspace=%s", tier[CKPT_TIER_WORKSPACE]),
-	OPT("session=%s", tier[CKPT_TIER_SESSION]),
-	OPT("backend=%s", backend),
-	OPT("agent_uid=%s", agent_uid),
-	OPT("every=%u", every),
-	OPT("keep=%u", keep),
-	OPT("exclude_from=%s", exclude_from),
+	OPT("session=%s", tier[CKPT_TIER_SESSION]), OPT("backend=%s", backend),
+	OPT("agent_uid=%s", agent_uid), OPT("every=%u", every),
+	OPT("keep=%u", keep), OPT("exclude_from=%s", exclude_from),
 	OPT("secrets_allow=%s", secrets_allow),
 	OPT("max_entries=%lu", max_entries),
 	OPT("max_entry_mb=%llu", max_entry_mb),
-	OPT("max_total_mb=%llu", max_total_mb),
-	OPT("max_ratio=%lu", max_ratio),
+	OPT("max_total_mb=%llu", max_total_mb), OPT("max_ratio=%lu", max_ratio),
 	OPT("max_manifest_mb=%lu", max_manifest_mb),
-	OPT("cache_timeout=%lf", timeout),
-	OPT("-h", help),
-	OPT("--help", help),
-	OPT("-V", version),
-	OPT("--version", version),
-	FUSE_OPT_END};
+	OPT("cache_timeout=%lf", timeout), OPT("-h", help), OPT("--help", help),
+	OPT("-V", version), OPT("--version", version),
+	/* Noted, and passed on to libfuse. */
+	FUSE_OPT_KEY("allow_other", KEY_OTHERS),
+	FUSE_OPT_KEY("allow_root", KEY_OTHERS),
+	FUSE_OPT_KEY("default_permissions", KEY_CHECKED), FUSE_OPT_END};
 
 static void usage(const char *prog)
 {
@@ -112,6 +113,10 @@ static int opt_proc(void *data, const char *arg, int key,
 		o->store = strdup(arg);
 		return 0; /* consumed: the mountpoint is the next one */
 	}
+	if (key == KEY_OTHERS)
+		o->others = true;
+	if (key == KEY_CHECKED)
+		o->checked = true;
 	return 1;
 }
 
@@ -471,6 +476,7 @@ int main(int argc, char **argv)
 	fs.uid = getuid();
 	fs.gid = getgid();
 	fs.timeout = o.timeout;
+	fs.shared = o.others && !o.checked;
 	clock_gettime(CLOCK_REALTIME, &now);
 	fs.mount_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
 

@@ -51,7 +51,7 @@ static fuse_ino_t nodeid(const struct ckpt_archive *a, uint32_t node)
 static int resolve(struct ckptfs *fs, fuse_ino_t ino, struct ckpt_archive **a,
 		   uint32_t *node)
 {
-	if (ino >> 32 == 0 || (ino & LIVE_BIT))
+	if (!is_archive_ino(ino))
 		return -ENOENT;
 	*node = (uint32_t)ino;
 	return ckpt_store_get_id(fs->store, (uint32_t)(ino >> 32), a);
@@ -179,17 +179,19 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 		if (rc == 0) {
 			to_stat(fs, &cs, st);
 			st->st_ino = ino;
+			if (live_told(fs, ino, &cs))
+				ckptfs_watch_inval(fs, ino);
 		}
 		return rc;
 	}
-	if (is_error_ino(ino) || ino == INO_STATUS) {
+	if (is_text_ino(ino)) {
 		size_t len;
 		int64_t mtime;
-		rc = files_text(fs, ino, &len, &mtime);
+		rc = files_text_attr(ino, &len, &mtime);
 		if (rc < 0)
 			return rc;
 		fixed_attr(fs, INO_STATUS, st, len);
-		st->st_ino = ino;
+		st->st_ino = ino & TEXT_BASE;
 		set_time(st, mtime);
 		return 0;
 	}
@@ -226,11 +228,12 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 
 static double entry_timeout(struct ckptfs *fs, fuse_ino_t ino);
 
-/* Fixed entries that change (status, latest) must not be cached. */
+/* Fixed entries that change (latest, the listings) must not be cached;
+ * a control file's text changes under a new nodeid instead. */
 static double attr_timeout(struct ckptfs *fs, fuse_ino_t ino)
 {
-	if (ino == INO_STATUS || ino == INO_LATEST || ino == INO_SNAPSHOTS ||
-	    ino == INO_ERRORS || is_error_ino(ino) || ino == INO_ROOT)
+	if (ino == INO_LATEST || ino == INO_SNAPSHOTS || ino == INO_ERRORS ||
+	    ino == INO_ROOT)
 		return 0;
 	/* The live run changes under us: a second is what a user who just
 	 * saved a file will tolerate. */
@@ -239,11 +242,42 @@ static double attr_timeout(struct ckptfs *fs, fuse_ino_t ino)
 	return fs->timeout;
 }
 
+/* The name of a control file (base: its fixed number) leads to its text
+ * as taken now. */
+static bool is_text_name(fuse_ino_t base)
+{
+	return base == INO_STATUS || is_error_ino(base);
+}
+
+static int text_entry(struct ckptfs *fs, fuse_ino_t base, bool counts,
+		      fuse_ino_t *node, struct stat *st)
+{
+	size_t len;
+	int64_t mtime;
+	int rc = files_text(fs, base, counts, node, &len, &mtime);
+
+	if (rc < 0)
+		return rc;
+	fixed_attr(fs, INO_STATUS, st, len);
+	st->st_ino = base;
+	set_time(st, mtime);
+	return 0;
+}
+
+/* The attributes of the entry for ino; a control file's name gets the
+ * nodeid of its current text in *ino (a lookup, when counts). */
+static int entry_attr(struct ckptfs *fs, fuse_ino_t *ino, bool counts,
+		      struct stat *st)
+{
+	return is_text_name(*ino) ? text_entry(fs, *ino, counts, ino, st)
+				  : getattr_ino(fs, *ino, st);
+}
+
 static void reply_entry(fuse_req_t req, fuse_ino_t ino)
 {
 	struct ckptfs *fs = fs_of(req);
 	struct fuse_entry_param e = {0};
-	int rc = getattr_ino(fs, ino, &e.attr);
+	int rc = entry_attr(fs, &ino, true, &e.attr);
 
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
@@ -255,8 +289,10 @@ static void reply_entry(fuse_req_t req, fuse_ino_t ino)
 	fuse_reply_entry(req, &e);
 }
 
-/* A name inside a checkpoint: pinned before the kernel learns it. */
-static void reply_node(fuse_req_t req, struct ckpt_archive *a, uint32_t node)
+/* A name inside a checkpoint: pinned before the kernel learns it.
+ * Returns -ESTALE, having replied nothing, when the archive left the
+ * store meanwhile (a replace at this very moment). */
+static int reply_node(fuse_req_t req, struct ckpt_archive *a, uint32_t node)
 {
 	struct ckptfs *fs = fs_of(req);
 	struct fuse_entry_param e = {0};
@@ -264,15 +300,18 @@ static void reply_node(fuse_req_t req, struct ckpt_archive *a, uint32_t node)
 
 	if (rc < 0) {
 		fuse_reply_err(req, -rc);
-		return;
+		return 0;
 	}
 	e.ino = nodeid(a, node);
 	e.attr_timeout = attr_timeout(fs, e.ino);
 	e.entry_timeout = entry_timeout(fs, e.ino);
-	ckpt_archive_pin(a, 1);
+	rc = ckpt_store_pin(fs->store, a, 1);
+	if (rc < 0)
+		return rc;
 	/* An interrupted lookup is not counted by the kernel either. */
 	if (fuse_reply_entry(req, &e) != 0)
 		ckpt_store_unpin(fs->store, ckpt_archive_id(a), 1);
+	return 0;
 }
 
 /* The path of name under a current/ directory. */
@@ -309,6 +348,8 @@ static void lookup_live(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	to_stat(fs, &cs, &e.attr);
 	e.attr.st_ino = e.ino;
+	if (live_told(fs, e.ino, &cs))
+		ckptfs_watch_inval(fs, e.ino);
 	fuse_reply_entry(req, &e);
 }
 
@@ -357,15 +398,23 @@ static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
 		fuse_reply_err(req, ENOENT);
 		return;
 	case INO_SNAPSHOTS:
-		/* Not cached when absent: a checkpoint may arrive any time. */
-		rc = ckpt_store_get(fs->store, name, &a, NULL);
-		if (rc < 0) {
-			fuse_reply_err(req, -rc);
-			return;
+		/* Not cached when absent: a checkpoint may arrive any time.
+		 * One replaced while it is looked up is looked up again. */
+		for (int tries = 0;; tries++) {
+			rc = ckpt_store_get(fs->store, name, &a, NULL);
+			if (rc < 0) {
+				fuse_reply_err(req, -rc);
+				return;
+			}
+			rc = reply_node(req, a, CKPT_NODE_ROOT);
+			ckpt_archive_unref(a);
+			if (rc == 0)
+				return;
+			if (tries == 2) {
+				fuse_reply_err(req, -rc);
+				return;
+			}
 		}
-		reply_node(req, a, CKPT_NODE_ROOT);
-		ckpt_archive_unref(a);
-		return;
 	}
 	if (parent == INO_CURRENT || is_live(parent)) {
 		lookup_live(req, parent, name);
@@ -384,8 +433,8 @@ static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
 		fuse_reply_entry(req, &e);
 	} else if (rc < 0) {
 		fuse_reply_err(req, -rc);
-	} else {
-		reply_node(req, a, node);
+	} else if ((rc = reply_node(req, a, node)) < 0) {
+		fuse_reply_err(req, -rc);
 	}
 	ckpt_archive_unref(a);
 }
@@ -398,12 +447,12 @@ static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
 
 static double entry_timeout(struct ckptfs *fs, fuse_ino_t ino)
 {
-	if (ino == INO_LATEST)
+	if (ino == INO_LATEST || is_text_ino(ino))
 		return 0;
 	if (ino == INO_CURRENT || is_live(ino))
 		return 1;
 	/* A checkpoint's root is the only node 0, and lives in snapshots/. */
-	if (ino >> 32 && (uint32_t)ino == CKPT_NODE_ROOT)
+	if (is_archive_ino(ino) && (uint32_t)ino == CKPT_NODE_ROOT)
 		return SNAPSHOT_ENTRY_TIMEOUT;
 	return fs->timeout;
 }
@@ -465,7 +514,7 @@ static void ckptfs_op_readlink(fuse_req_t req, fuse_ino_t ino)
  * by the read-only filesystem, elsewhere by permission. */
 static int refuse_write(fuse_ino_t ino)
 {
-	return ino >> 32 ? EROFS : EPERM;
+	return is_archive_ino(ino) || is_live(ino) ? EROFS : EPERM;
 }
 
 static void ckptfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
@@ -476,49 +525,73 @@ static void ckptfs_op_opendir(fuse_req_t req, fuse_ino_t ino,
 		return;
 	}
 	/* A kernel that asks: listings inside checkpoints never change. */
-	fi->cache_readdir = fi->keep_cache = ino >> 32 && !is_live(ino);
+	fi->cache_readdir = fi->keep_cache = is_archive_ino(ino);
 	fuse_reply_open(req, fi);
 }
 
+/* One READDIR or READDIRPLUS reply being filled.  Every name readdirplus
+ * hands out but "." and ".." counts as a lookup: those counted here are
+ * remembered, to be forgotten again if the reply cannot be sent. */
+struct listing {
+	fuse_req_t req;
+	char *buf;
+	size_t size, pos;
+	bool plus;
+	fuse_ino_t *counted;
+	size_t ncounted;
+};
+
+static void forget(struct ckptfs *fs, fuse_ino_t ino, uint64_t n);
+
 /* Adds one entry; returns false when the buffer is full.  A caller that
  * holds the entry's archive passes it, which spares finding it again by
- * nodeid for every entry. */
-static bool add_entry_of(fuse_req_t req, char *buf, size_t size, size_t *pos,
-			 bool plus, const char *name, fuse_ino_t ino,
+ * nodeid for every entry.  A live entry of a readdirplus comes counted
+ * (live_ino), a text's is counted by entry_attr, an archive's is pinned
+ * here. */
+static bool add_entry_of(struct listing *l, const char *name, fuse_ino_t ino,
 			 off_t next, struct ckpt_archive *a)
 {
-	struct ckptfs *fs = fs_of(req);
+	struct ckptfs *fs = fs_of(l->req);
 	struct fuse_entry_param e = {0};
 	int rc = a ? archive_attr(fs, a, (uint32_t)ino, &e.attr)
-		   : getattr_ino(fs, ino, &e.attr);
-	size_t n;
+		   : entry_attr(fs, &ino, l->plus, &e.attr);
+	size_t n, room = l->size - l->pos;
+	bool dots = strcmp(name, ".") == 0 || strcmp(name, "..") == 0;
+	bool count =
+		l->plus && !dots && (a || is_live(ino) || is_text_ino(ino));
 
-	if (rc < 0)
+	if (rc == 0 && count && a)
+		rc = ckpt_store_pin(fs->store, a, 1);
+	if (rc < 0) {
+		if (count && !a)
+			forget(fs, ino, 1);
 		return true; /* vanished meanwhile: skip it */
-	if (plus) {
+	}
+	if (l->plus) {
 		e.ino = ino;
 		e.attr_timeout = attr_timeout(fs, ino);
 		e.entry_timeout = entry_timeout(fs, ino);
-		n = fuse_add_direntry_plus(req, buf + *pos, size - *pos, name,
+		n = fuse_add_direntry_plus(l->req, l->buf + l->pos, room, name,
 					   &e, next);
 	} else {
-		n = fuse_add_direntry(req, buf + *pos, size - *pos, name,
+		n = fuse_add_direntry(l->req, l->buf + l->pos, room, name,
 				      &e.attr, next);
 	}
-	if (n > size - *pos)
+	if (n > room) {
+		if (count)
+			forget(fs, ino, 1); /* not sent: not looked up */
 		return false;
-	*pos += n;
-	/* Every name readdirplus hands out but "." and ".." counts as a
-	 * lookup; those two never come with an archive. */
-	if (plus && a)
-		ckpt_archive_pin(a, 1);
+	}
+	l->pos += n;
+	if (count)
+		l->counted[l->ncounted++] = ino;
 	return true;
 }
 
-static bool add_entry(fuse_req_t req, char *buf, size_t size, size_t *pos,
-		      bool plus, const char *name, fuse_ino_t ino, off_t next)
+static bool add_entry(struct listing *l, const char *name, fuse_ino_t ino,
+		      off_t next)
 {
-	return add_entry_of(req, buf, size, pos, plus, name, ino, next, NULL);
+	return add_entry_of(l, name, ino, next, NULL);
 }
 
 /* The parent of a directory, for "..". */
@@ -538,24 +611,22 @@ static fuse_ino_t parent_ino(struct ckpt_archive *a, fuse_ino_t ino)
 /* Offsets: 0 and 1 are "." and ".."; the i-th entry after them is at
  * i + 2 and names the offset i + 3 as the next one. */
 struct live_listing {
-	fuse_req_t req;
+	struct listing *l;
 	fuse_ino_t dir;
-	char *buf;
-	size_t size, *pos;
 	off_t skip, at;
-	bool plus;
 };
 
 static int list_live_one(void *ctx, const char *name)
 {
-	struct live_listing *l = ctx;
+	struct live_listing *ll = ctx;
+	struct listing *l = ll->l;
 	struct ckptfs *fs = fs_of(l->req);
 	char child[4096];
 	fuse_ino_t ino = LIVE_BIT; /* plain readdir: no lookup is counted */
 
-	if (l->at++ < l->skip)
+	if (ll->at++ < ll->skip)
 		return 0;
-	if (live_child(fs, l->dir, name, child, sizeof(child)) < 0)
+	if (live_child(fs, ll->dir, name, child, sizeof(child)) < 0)
 		return 0;
 	if (l->plus && !(ino = live_ino(fs, child)))
 		return -ENOMEM;
@@ -566,35 +637,28 @@ static int list_live_one(void *ctx, const char *name)
 		if (ckpt_live_stat(&fs->save, child, &cs) < 0)
 			return 0;
 		to_stat(fs, &cs, &st);
-		n = fuse_add_direntry(l->req, l->buf + *l->pos,
-				      l->size - *l->pos, name, &st, l->at + 2);
-		if (n > l->size - *l->pos)
+		n = fuse_add_direntry(l->req, l->buf + l->pos, l->size - l->pos,
+				      name, &st, ll->at + 2);
+		if (n > l->size - l->pos)
 			return 1;
-		*l->pos += n;
+		l->pos += n;
 		return 0;
 	}
-	if (!add_entry(l->req, l->buf, l->size, l->pos, true, name, ino,
-		       l->at + 2)) {
-		live_forget(fs, ino, 1); /* not sent: not looked up */
-		return 1;
-	}
-	return 0;
+	return add_entry(l, name, ino, ll->at + 2) ? 0 : 1;
 }
 
-static void list_live(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
-		      size_t *pos, off_t off, bool plus)
+static void list_live(struct listing *l, fuse_ino_t ino, off_t off)
 {
-	struct live_listing l = {req, ino, buf, size, pos, off, 0, plus};
+	struct live_listing ll = {l, ino, off, 0};
 	char path[4096];
 
-	if (live_of(fs_of(req), ino, path, sizeof(path)) == 0)
-		ckpt_live_list(&fs_of(req)->save, path, list_live_one, &l);
+	if (live_of(fs_of(l->req), ino, path, sizeof(path)) == 0)
+		ckpt_live_list(&fs_of(l->req)->save, path, list_live_one, &ll);
 }
 
-static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
-		       size_t *pos, off_t off, bool plus)
+static void list_fixed(struct listing *l, fuse_ino_t ino, off_t off)
 {
-	struct ckptfs *fs = fs_of(req);
+	struct ckptfs *fs = fs_of(l->req);
 	struct ckpt_archive *a;
 	char tmp[300];
 
@@ -609,17 +673,14 @@ static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 				continue; /* an empty store has no latest */
 			if (inos[i] == INO_CURRENT && !fs->has_source)
 				continue;
-			if (!add_entry(req, buf, size, pos, plus, names[i],
-				       inos[i], i + 3))
+			if (!add_entry(l, names[i], inos[i], i + 3))
 				return;
 		}
 	} else if (ino == INO_CONTROL) {
-		if (off == 0 && !add_entry(req, buf, size, pos, plus, "status",
-					   INO_STATUS, 3))
+		if (off == 0 && !add_entry(l, "status", INO_STATUS, 3))
 			return;
 		if (off <= 1)
-			add_entry(req, buf, size, pos, plus, "errors",
-				  INO_ERRORS, 4);
+			add_entry(l, "errors", INO_ERRORS, 4);
 	} else if (ino == INO_ERRORS) {
 		for (size_t i = (size_t)off;; i++) {
 			char *n, *text;
@@ -631,8 +692,7 @@ static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 				break;
 			if (rc < 0)
 				continue;
-			ok = add_entry(req, buf, size, pos, plus, n,
-				       INO_ERROR_BASE + i, (off_t)i + 3);
+			ok = add_entry(l, n, INO_ERROR_BASE + i, (off_t)i + 3);
 			free(n);
 			free(text);
 			if (!ok)
@@ -641,9 +701,9 @@ static void list_fixed(fuse_req_t req, fuse_ino_t ino, char *buf, size_t size,
 	} else if (ino == INO_SNAPSHOTS) {
 		size_t p = (size_t)off;
 		while (ckpt_store_next(fs->store, &p, &a) == 0) {
-			bool ok = add_entry_of(
-				req, buf, size, pos, plus, ckpt_archive_name(a),
-				nodeid(a, CKPT_NODE_ROOT), (off_t)p + 3, a);
+			bool ok = add_entry_of(l, ckpt_archive_name(a),
+					       nodeid(a, CKPT_NODE_ROOT),
+					       (off_t)p + 3, a);
 			ckpt_archive_unref(a);
 			if (!ok)
 				return;
@@ -656,34 +716,37 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			   off_t off, bool plus)
 {
 	struct ckpt_archive *a = NULL;
+	/* A readdirplus entry takes at least 128 bytes of attributes. */
+	size_t most = size / 128 + 1;
+	struct listing l = {req, NULL, size, 0, plus, NULL, 0};
+	struct ckptfs *fs;
 	uint32_t dir = 0;
-	char *buf;
-	size_t pos = 0;
 	int rc;
 
-	if (ino >> 32 && !is_live(ino)) {
+	if (is_archive_ino(ino)) {
 		rc = resolve(fs_of(req), ino, &a, &dir);
 		if (rc < 0) {
 			fuse_reply_err(req, -rc);
 			return;
 		}
 	}
-	buf = malloc(size);
-	if (!buf) {
+	l.buf = malloc(size);
+	l.counted = plus ? malloc(most * sizeof(*l.counted)) : NULL;
+	if (!l.buf || (plus && !l.counted)) {
+		free(l.buf);
 		ckpt_archive_unref(a);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	if (off == 0 && !add_entry(req, buf, size, &pos, plus, ".", ino, 1))
+	if (off == 0 && !add_entry(&l, ".", ino, 1))
 		goto out;
-	if (off <= 1 &&
-	    !add_entry(req, buf, size, &pos, plus, "..", parent_ino(a, ino), 2))
+	if (off <= 1 && !add_entry(&l, "..", parent_ino(a, ino), 2))
 		goto out;
 	off = off < 2 ? 0 : off - 2;
 	if (!a && (ino == INO_CURRENT || is_live(ino))) {
-		list_live(req, ino, buf, size, &pos, off, plus);
+		list_live(&l, ino, off);
 	} else if (!a) {
-		list_fixed(req, ino, buf, size, &pos, off, plus);
+		list_fixed(&l, ino, off);
 	} else {
 		uint32_t node;
 		const char *name;
@@ -695,14 +758,19 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 		     i++) {
 			memcpy(nm, name, len);
 			nm[len] = '\0';
-			if (!add_entry_of(req, buf, size, &pos, plus, nm,
-					  nodeid(a, node), (off_t)i + 3, a))
+			if (!add_entry_of(&l, nm, nodeid(a, node), (off_t)i + 3,
+					  a))
 				break;
 		}
 	}
 out:
-	fuse_reply_buf(req, buf, pos);
-	free(buf);
+	fs = fs_of(req); /* the reply frees req */
+	/* An interrupted reply counts no lookup in the kernel either. */
+	if (fuse_reply_buf(req, l.buf, l.pos) != 0)
+		for (size_t k = 0; k < l.ncounted; k++)
+			forget(fs, l.counted[k], 1);
+	free(l.buf);
+	free(l.counted);
 	ckpt_archive_unref(a);
 }
 
@@ -735,7 +803,7 @@ static void ckptfs_op_open(fuse_req_t req, fuse_ino_t ino,
 	}
 	/* A kernel that asks: content under a checkpoint's nodeid never
 	 * changes; the rest is looked at afresh by each open. */
-	fi->keep_cache = ino >> 32 && !is_live(ino);
+	fi->keep_cache = is_archive_ino(ino) || is_text_ino(ino);
 	fi->noflush = 1;
 	fuse_reply_open(req, fi);
 }
@@ -775,11 +843,16 @@ static void ckptfs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size,
 static void ckptfs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 			    size_t size, off_t off, struct fuse_file_info *fi)
 {
+	struct ckptfs *fs = fs_of(req);
+
 	(void)buf;
 	(void)size;
 	(void)off;
 	(void)fi;
 	fuse_reply_err(req, refuse_write(ino));
+	/* A write through a shared map is in the kernel's cache already,
+	 * and stays there after this refusal: have it dropped. */
+	ckptfs_watch_inval(fs, ino);
 }
 
 /* ---- extended attributes ---------------------------------------------- */
@@ -929,7 +1002,8 @@ static void ckptfs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse_reply_err(req, EIO);
 		return;
 	}
-	reply_entry(req, nodeid(a, CKPT_NODE_ROOT));
+	if ((rc = reply_node(req, a, CKPT_NODE_ROOT)) < 0)
+		fuse_reply_err(req, -rc);
 	ckpt_archive_unref(a);
 }
 
@@ -1041,7 +1115,7 @@ static void ckptfs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	(void)attr;
 	(void)to_set;
 	(void)fi;
-	fuse_reply_err(req, ino >> 32 ? EROFS : EPERM);
+	fuse_reply_err(req, refuse_write(ino));
 }
 
 static void ckptfs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
@@ -1051,14 +1125,14 @@ static void ckptfs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	(void)value;
 	(void)size;
 	(void)flags;
-	fuse_reply_err(req, ino >> 32 ? EROFS : EPERM);
+	fuse_reply_err(req, refuse_write(ino));
 }
 
 static void ckptfs_op_removexattr(fuse_req_t req, fuse_ino_t ino,
 				  const char *name)
 {
 	(void)name;
-	fuse_reply_err(req, ino >> 32 ? EROFS : EPERM);
+	fuse_reply_err(req, refuse_write(ino));
 }
 
 static void ckptfs_op_statfs(fuse_req_t req, fuse_ino_t ino)
@@ -1082,9 +1156,9 @@ static void forget(struct ckptfs *fs, fuse_ino_t ino, uint64_t n)
 {
 	if (is_live(ino))
 		live_forget(fs, ino, n);
-	else if (ino >> 32)
+	else if (is_archive_ino(ino))
 		ckpt_store_unpin(fs->store, (uint32_t)(ino >> 32), n);
-	files_forget(ino);
+	files_forget(ino, n);
 }
 
 static void ckptfs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t n)
@@ -1107,7 +1181,7 @@ static void ckptfs_op_init(void *userdata, struct fuse_conn_info *conn)
 
 	/* An open that asks nothing is one round trip fewer per file read,
 	 * most of what reading a small file costs once it is cached. */
-	fs->no_open = conn->capable & FUSE_CAP_NO_OPEN_SUPPORT;
+	fs->no_open = (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) && !fs->shared;
 	fs->no_opendir = conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT;
 	/* O_TRUNC must reach setattr, to be refused: with atomic truncation
 	 * the kernel would take an open it never sent as having truncated

@@ -33,6 +33,27 @@
 static char *watched;
 static int wd = -1;
 
+/* Nodeids whose cached pages the kernel must drop (ckptfs_watch_inval). */
+static pthread_mutex_t inval_lock = PTHREAD_MUTEX_INITIALIZER;
+static fuse_ino_t *inval;
+static size_t ninval, capinval;
+
+static void drop_pages(struct ckptfs *fs)
+{
+	fuse_ino_t *v;
+	size_t n;
+
+	pthread_mutex_lock(&inval_lock);
+	v = inval;
+	n = ninval;
+	inval = NULL;
+	ninval = capinval = 0;
+	pthread_mutex_unlock(&inval_lock);
+	for (size_t i = 0; i < n; i++)
+		fuse_lowlevel_notify_inval_inode(fs->se, v[i], 0, 0);
+	free(v);
+}
+
 struct changes {
 	struct ckptfs *fs;
 	int n;
@@ -123,6 +144,7 @@ static void *watch(void *arg)
 			/* A change the daemon made itself, refreshed
 			 * silently in the request: now tell the kernel. */
 			if (read(fs->kick_fd, &v, sizeof(v)) == sizeof(v)) {
+				drop_pages(fs);
 				refresh(fs);
 				forget_latest(fs);
 			}
@@ -220,6 +242,23 @@ void ckptfs_watch_kick(struct ckptfs *fs)
 		return;
 }
 
+void ckptfs_watch_inval(struct ckptfs *fs, fuse_ino_t ino)
+{
+	pthread_mutex_lock(&inval_lock);
+	if (ninval == capinval) {
+		size_t cap = capinval ? 2 * capinval : 16;
+		fuse_ino_t *v = realloc(inval, cap * sizeof(*v));
+		if (v) {
+			inval = v;
+			capinval = cap;
+		}
+	}
+	if (ninval < capinval)
+		inval[ninval++] = ino;
+	pthread_mutex_unlock(&inval_lock);
+	ckptfs_watch_kick(fs);
+}
+
 void ckptfs_watch_stop(struct ckptfs *fs)
 {
 	uint64_t one = 1;
@@ -239,4 +278,7 @@ void ckptfs_watch_stop(struct ckptfs *fs)
 	free(watched);
 	watched = NULL;
 	wd = -1;
+	free(inval);
+	inval = NULL;
+	ninval = capinval = 0;
 }

@@ -164,6 +164,44 @@ assert_eq "gen1
 gen2" "$(ls -A "$MNT/snapshots")" "snapshots/ after refused writes"
 out=$(timeout 20 diff -r --no-dereference "$RUN/workspace" "$S/workspace" 2>&1) ||
 	fail "workspace changed after refused writes: $out"
+
+# A shared writable map takes writes into the kernel's cache before any
+# request reaches the daemon; the refused write-back has them dropped, so
+# the file reads as it was again.
+timeout 20 python3 - "$F" <<'EOF' || fail "a refused write through a shared map"
+import mmap, os, sys, time
+path = sys.argv[1]
+with open(path, "rb") as f:
+    orig = f.read()
+fd = os.open(path, os.O_RDWR)
+m = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+m[0:4] = b"XXXX"
+try:
+    m.flush()
+    sys.exit("msync of a written map succeeded")
+except OSError:
+    pass
+m.close()
+os.close(fd)
+for _ in range(60):
+    with open(path, "rb") as f:
+        if f.read() == orig:
+            sys.exit(0)
+    time.sleep(0.05)
+sys.exit("the refused write still shows after 3 s")
+EOF
+out=$(timeout 20 diff -r --no-dereference "$RUN/workspace" "$S/workspace" 2>&1) ||
+	fail "workspace changed after a refused write through a map: $out"
+daemon_alive
+ckpt_umount "$MNT"
+
+# ---- allow_other: opens ask, and a write open is refused --------------------
+# Other users could map a file shared and writable: with allow_other and
+# without default_permissions every open reaches the daemon.
+ckpt_mount "$STORE" "$MNT" allow_other
+assert_errno EROFS sh -c 'echo x >>"$1"' sh "$F"
+assert_errno EROFS python3 -c 'import os, sys; os.open(sys.argv[1], os.O_RDWR)' "$F"
+cmp -s "$RUN/workspace/README.md" "$F" || fail "README.md under allow_other"
 daemon_alive
 ckpt_umount "$MNT"
 

@@ -4,8 +4,9 @@
 # Opens cost the daemon no message, so current/ files are served through
 # the page cache: changes to the source must still show, within the
 # second the attributes are kept.  Checked: the tree as a save would take
-# it; a file appended to, rewritten in place at the same size, replaced by
-# a rename; names created and removed; a file given a secret is refused
+# it; a file appended to, rewritten in place at the same size, copied over
+# with its old size and mtime (cp -p, mv), replaced by a rename; names
+# created and removed; a file given a secret is refused
 # and hands none of it out, then served again once the secret is gone;
 # writes refused.
 . "${SRCDIR:-$(dirname "$0")/../..}/tests/it/lib.sh"
@@ -37,6 +38,21 @@ sleep 0.05 # a new mtime tick
 printf 'BBBBBBBB\n' >"$W/src/same.txt"
 wait_for 3 same "$W/src/same.txt" "$C/src/same.txt" ||
 	fail "a same-size rewrite did not show in current/ within 3 s"
+
+# Same size and same mtime, new bytes (cp -p, rsync -a): only the ctime
+# and the inode tell, which the kernel does not look at.
+printf 'CCCCCCCC\n' >"$WORK/c.txt"
+touch -r "$W/src/same.txt" "$WORK/c.txt"
+cat "$C/src/same.txt" >/dev/null
+cp -p "$WORK/c.txt" "$W/src/same.txt"
+wait_for 3 same "$W/src/same.txt" "$C/src/same.txt" ||
+	fail "a same-size, same-mtime copy (cp -p) did not show within 3 s"
+printf 'DDDDDDDD\n' >"$WORK/d.txt"
+touch -r "$W/src/same.txt" "$WORK/d.txt"
+cat "$C/src/same.txt" >/dev/null
+mv "$WORK/d.txt" "$W/src/same.txt"
+wait_for 3 same "$W/src/same.txt" "$C/src/same.txt" ||
+	fail "a same-size, same-mtime rename into place did not show within 3 s"
 
 # Replaced by a rename, as editors save.
 printf 'renamed into place\n' >"$W/src/.main.c.new"

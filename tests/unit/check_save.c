@@ -555,7 +555,7 @@ START_TEST(pins)
 	ck_assert_int_eq(ckpt_store_open(store, &so, &s, NULL), 0);
 	ck_assert_int_eq(ckpt_store_get(s, "a", &a, NULL), 0);
 	id1 = ckpt_archive_id(a);
-	ckpt_archive_pin(a, 2);
+	ck_assert_int_eq(ckpt_store_pin(s, a, 2), 0);
 	ckpt_archive_unref(a);
 
 	/* replaced by a rename, as rsync does */
