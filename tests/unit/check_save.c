@@ -592,6 +592,36 @@ START_TEST(pins)
 	ck_assert_int_eq(ckpt_store_refresh(s, NULL, NULL), 0);
 	ck_assert(ckpt_store_changed_ns(s) > t0);
 	ck_assert_int_eq(ckpt_store_get_id(s, id2, &old), -ESTALE);
+
+	/* pinned ones are kept eight at most: the oldest goes first */
+	uint32_t ids[10];
+	for (int i = 0; i < 10; i++) {
+		char body[16];
+		int len = snprintf(body, sizeof(body), "version %d", i);
+		put("workspace/f.txt", body, (size_t)len);
+		ck_assert_int_eq(ckpt_save(sfd, "b.ckpt", &o, NULL, NULL), 0);
+		ck_assert_int_eq(rename(from, to), 0);
+		ck_assert_int_eq(ckpt_store_refresh(s, NULL, NULL), 0);
+		ck_assert_int_eq(ckpt_store_get(s, "a", &a, NULL), 0);
+		ids[i] = ckpt_archive_id(a);
+		ck_assert_int_eq(ckpt_store_pin(s, a, 1), 0);
+		ckpt_archive_unref(a);
+	}
+	unlink(to);
+	ck_assert_int_eq(ckpt_store_refresh(s, NULL, NULL), 0);
+	for (int i = 0; i < 10; i++) {
+		int rc = ckpt_store_get_id(s, ids[i], &old);
+		ck_assert_int_eq(rc, i < 2 ? -ESTALE : 0);
+		if (rc == 0) {
+			char want[16];
+			int len = snprintf(want, sizeof(want), "version %d", i);
+			ck_assert_uint_eq(read_core(old, "workspace/f.txt", got,
+						    sizeof(got)),
+					  (size_t)len);
+			ck_assert(memcmp(got, want, (size_t)len) == 0);
+			ckpt_archive_unref(old);
+		}
+	}
 	ckpt_store_close(s);
 }
 END_TEST
