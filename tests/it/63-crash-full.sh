@@ -89,7 +89,6 @@ check_mount_fresh() {
 
 # has_tmp N: a temporary file of the save of N is in STORE.
 has_tmp() { compgen -G "$STORE/.$1.ckpt.tmp-*" >/dev/null; }
-gone() { ! pid_alive "$1"; }
 # all_gone PID: every thread of PID has ended.  A thread stuck in the
 # kernel (in a FUSE notification) outlives SIGKILL and keeps the FUSE
 # connection, and every request on it, alive: then waiting would hang.
@@ -180,7 +179,7 @@ EOF
 	_untrack "$pid"
 	fusermount3 -u -z "$MNT" 2>/dev/null || true
 	_unmnt "$MNT"
-	wait_for 10 gone "$mk" || fail "mkdir k$i still blocked after the kill"
+	wait_for 10 pid_gone "$mk" || fail "mkdir k$i still blocked after the kill"
 	wait "$mk" 2>/dev/null || true
 	_untrack "$mk"
 	rc=0

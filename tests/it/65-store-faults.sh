@@ -80,7 +80,6 @@ status_is() {
 	r=$(status_of "$1")
 	[ "${r%% *}" = "$2" ]
 }
-gone() { ! pid_alive "$1"; }
 # within SECONDS CMD...: CMD (a function) succeeds before SECONDS of wall
 # time pass (wait_for counts polls, which a slow CMD stretches).
 within() {
@@ -329,7 +328,7 @@ end_reader lazy
 assert_eq "ok prefix" "$REPLY" "the reader across the lazy unmount"
 for p in "${loops[@]}"; do
 	# Its next open finds the bare directory, which ends the loop.
-	wait_for 10 gone "$p" || fail "a reader loop outlived the unmount"
+	wait_for 10 pid_gone "$p" || fail "a reader loop outlived the unmount"
 	wait "$p" 2>/dev/null || true
 	_untrack "$p"
 done
@@ -342,12 +341,6 @@ sleep 1 # for the readers' releases to reach the daemon
 kill "$holder"
 wait "$holder" 2>/dev/null || true
 _untrack "$holder"
-wait_for 10 gone "$pid" ||
-	fail "ckptfs (PID $pid) still runs 10 s after the lazy unmount and its last user"
-rc=0
-wait "$pid" || rc=$?
-_untrack "$pid"
-[ "$rc" -eq 0 ] || fail "ckptfs exited with status $rc after a lazy unmount"
-check_log "$log"
+daemon_exits "$pid" "$log" 10 "after the lazy unmount and its last user"
 is_mounted "$MNT" && fail "$MNT is mounted at the end"
 exit 0

@@ -14,7 +14,6 @@ MNT=$WORK/mnt
 mkdir -p "$STORE"
 make_run "$WORK/r" 1
 mkckpt "$WORK/r" "$STORE/a.ckpt" -n a
-gone() { ! pid_alive "$1"; }
 for i in 1 2 3 4 5; do
 	ckpt_mount "$STORE" "$MNT"
 	pid=$DAEMON_PID
@@ -26,12 +25,6 @@ for i in 1 2 3 4 5; do
 	assert_eq "$(cat "$WORK/r/workspace/README.md")" "$(cat <&3)" \
 		"README.md read after the lazy unmount"
 	exec 3<&-
-	wait_for 10 gone "$pid" ||
-		fail "round $i: ckptfs still runs 10 s after its last file closed"
-	rc=0
-	wait "$pid" || rc=$?
-	_untrack "$pid"
-	[ "$rc" -eq 0 ] || fail "round $i: ckptfs exited with status $rc"
-	check_log "$log"
+	daemon_exits "$pid" "$log" 10 "in round $i, after its last file closed"
 done
 exit 0

@@ -250,16 +250,15 @@ for r in r_find r_cat r_grep r_rsync r_big; do
 	READERS+=($!)
 	track_pid $!
 done
-gone() { ! pid_alive "$1"; }
 for p in "${WORKERS[@]}"; do
-	wait_for "$(T $((N * 20 + 30)))" gone "$p" ||
+	wait_for "$(T $((N * 20 + 30)))" pid_gone "$p" ||
 		fail "a writer still runs after $(T $((N * 20 + 30))) s"
 	wait "$p" || true
 	_untrack "$p"
 done
 : >"$WORK/stop"
 for p in "${READERS[@]}"; do
-	wait_for "$(T 120)" gone "$p" || fail "a reader still runs $(T 120) s after the writers"
+	wait_for "$(T 120)" pid_gone "$p" || fail "a reader still runs $(T 120) s after the writers"
 	wait "$p" || true
 	_untrack "$p"
 done
@@ -369,11 +368,5 @@ unexpected=$(grep -E 'refused|read:|open:|unreadable|rror' "$DAEMON_LOG" |
 pid=$DAEMON_PID
 out=$(fusermount3 -u "$MNT" 2>&1) || fail "fusermount3 -u: $out"
 _unmnt "$MNT"
-wait_for "$STRESS_EXIT_WAIT" gone "$pid" ||
-	fail "ckptfs still runs $STRESS_EXIT_WAIT s after the unmount"
-rc=0
-wait "$pid" || rc=$?
-_untrack "$pid"
-[ "$rc" -eq 0 ] || fail "ckptfs exited with status $rc"
-check_log "$DAEMON_LOG"
+daemon_exits "$pid" "$DAEMON_LOG" "$STRESS_EXIT_WAIT" "after the unmount"
 exit 0

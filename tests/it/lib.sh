@@ -137,6 +137,7 @@ pid_alive() {
 }
 
 # track_pid PID: a helper process the cleanup must end too.
+pid_gone() { ! pid_alive "$1"; }
 track_pid() { _PIDS+=("$1"); }
 
 _untrack() {
@@ -213,26 +214,30 @@ ckpt_mount() {
 # ckpt_umount MNT: unmount, wait <= 10 s for the daemon to exit, require
 # exit status 0 and a clean log.
 ckpt_umount() {
-	local mnt pid log out i rc=0
+	local mnt pid log out
 	mnt=$(cd "$1" && pwd -P)
 	pid=${_MNT_PID[$mnt]-}
 	log=${_MNT_LOG[$mnt]-}
 	[ -n "$pid" ] || fail "ckpt_umount: $mnt was not mounted by this test"
 	out=$(fusermount3 -u "$mnt" 2>&1) || fail "fusermount3 -u $mnt: $out"
-	for ((i = 0; i < 200; i++)); do
-		pid_alive "$pid" || break
-		sleep 0.05
-	done
-	if pid_alive "$pid"; then
+	_unmnt "$mnt"
+	daemon_exits "$pid" "$log" 10 "after unmounting $mnt"
+}
+
+# daemon_exits PID LOG SECS WHEN: the daemon PID (started by this test) must
+# end within SECS seconds, with status 0 and a clean LOG; WHEN ends the
+# failure messages ("after ...").
+daemon_exits() {
+	local pid=$1 log=$2 secs=$3 when=$4 rc=0
+	if ! wait_for "$secs" pid_gone "$pid"; then
 		_show_log "$log"
-		fail "ckptfs (PID $pid) still running 10 s after unmounting $mnt"
+		fail "ckptfs (PID $pid) still runs $secs s $when"
 	fi
 	wait "$pid" || rc=$?
-	_untrack "$pid"
-	_unmnt "$mnt"
+	_untrack "$pid" # reaped: its number may be reused
 	if [ "$rc" -ne 0 ]; then
 		_show_log "$log"
-		fail "ckptfs exited with status $rc after unmounting $mnt"
+		fail "ckptfs exited with status $rc $when"
 	fi
 	check_log "$log"
 }
