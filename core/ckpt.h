@@ -219,9 +219,6 @@ void ckpt_reader_hold(struct ckpt_reader *r);
 /* Bytes of buffers the reader holds for itself, beyond its small fixed
  * state: what keeping it open costs. */
 size_t ckpt_reader_footprint(const struct ckpt_reader *r);
-/* The archive and node the reader reads, valid while it is open. */
-struct ckpt_archive *ckpt_reader_archive(const struct ckpt_reader *r,
-					 uint32_t *node);
 
 /* Called with each chunk the reader inflates into its shared cache, while
  * the bytes are held: content bytes [off, off + len), checked already.  A
@@ -285,6 +282,10 @@ int ckpt_store_get_id(struct ckpt_store *s, uint32_t id,
  * or removed meanwhile, unpinned). */
 int ckpt_store_pin(struct ckpt_store *s, struct ckpt_archive *a, uint64_t n);
 void ckpt_store_unpin(struct ckpt_store *s, uint32_t id, uint64_t n);
+
+/* CLOCK_REALTIME now, in nanoseconds since the epoch: the unit of every
+ * time here. */
+int64_t ckpt_now_ns(void);
 
 /* CLOCK_REALTIME nanoseconds of the last change to what the store shows
  * beside the checkpoints' content: the set of usable checkpoints, and the
@@ -354,8 +355,9 @@ int ckpt_store_rename(struct ckpt_store *s, const char *from, const char *to,
 int ckpt_store_prune(struct ckpt_store *s, unsigned keep);
 
 /* The text of .ckptfs/errors/NAME for the i-th name with a refused save
- * (0-based, in the order first refused).  Returns 0 and malloc'd copies,
- * or -ENOENT past the end. */
+ * (0-based, in the order first refused).  Returns 0 and malloc'd copies
+ * (text NULL: the name alone), -ENODATA when a later save of the name
+ * succeeded, or -ENOENT past the end. */
 int ckpt_store_error(struct ckpt_store *s, size_t i, char **name, char **text,
 		     size_t *len);
 

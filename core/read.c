@@ -294,13 +294,6 @@ size_t ckpt_reader_footprint(const struct ckpt_reader *r)
 	return r->ring_size + r->in_size + points + r->mem_len;
 }
 
-struct ckpt_archive *ckpt_reader_archive(const struct ckpt_reader *r,
-					 uint32_t *node)
-{
-	*node = r->node;
-	return r->a;
-}
-
 void ckpt_reader_hold(struct ckpt_reader *r)
 {
 	atomic_fetch_add(&r->refs, 1);

@@ -22,7 +22,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
 #include <zlib.h>
@@ -51,6 +50,9 @@ struct sentry {
 	/* deflated in more than one chunk: (offset, xxh3-64) pairs */
 	uint64_t *chunks;
 	uint32_t nchunks, chunk_cap, chunk_size;
+	/* Set by the writer when the first chunk made it store the file:
+	 * the reader stops asking for its later chunks to be deflated. */
+	atomic_bool stored;
 };
 
 struct save {
@@ -471,6 +473,9 @@ static size_t out_bound(void)
 static void compress_job(struct job *j, z_stream *zs,
 			 struct libdeflate_compressor *ld, size_t cap)
 {
+	/* Only deflated chunks go in a chunk table; summed here, on the
+	 * workers, not on the one thread that reads and writes. */
+	j->hash = XXH3_64bits(j->in, j->in_len);
 	if (j->last) {
 		j->out_len = libdeflate_deflate_compress(ld, j->in, j->in_len,
 							 j->out, cap);
@@ -600,6 +605,20 @@ static int add_chunk(struct sentry *e, uint64_t off, uint64_t hash)
 }
 
 /* Copies the parent's compressed bytes of an unchanged file. */
+/* An entry stored whole from memory: a link target, the manifest. */
+static int write_stored(struct save *sv, const char *path, uint32_t mode,
+			int64_t mtime, const char *data, size_t len)
+{
+	uint32_t crc = libdeflate_crc32(0, data, len);
+
+	if (zipw_begin(sv->w, path, strlen(path), mode, mtime, ZIP_METHOD_STORE,
+		       len) < 0 ||
+	    zipw_data(sv->w, data, len) < 0 ||
+	    zipw_end(sv->w, crc, len, len) < 0)
+		return write_failed(sv, path);
+	return 0;
+}
+
 static int write_copy(struct save *sv, struct job *j)
 {
 	struct ckpt_archive *p = sv->o->parent;
@@ -643,16 +662,9 @@ static int write_job(struct save *sv, struct job *j)
 		    zipw_end(sv->w, 0, 0, 0) < 0)
 			return write_failed(sv, e->path);
 		return 0;
-	case JOB_LINK: {
-		size_t len = strlen(e->target);
-		uint32_t crc = libdeflate_crc32(0, e->target, len);
-		if (zipw_begin(sv->w, e->path, strlen(e->path), S_IFLNK | 0777,
-			       e->mtime_ns, ZIP_METHOD_STORE, len) < 0 ||
-		    zipw_data(sv->w, e->target, len) < 0 ||
-		    zipw_end(sv->w, crc, len, len) < 0)
-			return write_failed(sv, e->path);
-		return 0;
-	}
+	case JOB_LINK:
+		return write_stored(sv, e->path, S_IFLNK | 0777, e->mtime_ns,
+				    e->target, strlen(e->target));
 	case JOB_COPY:
 		return write_copy(sv, j);
 	case JOB_CHUNK:
@@ -667,6 +679,7 @@ static int write_job(struct save *sv, struct job *j)
 		if (!j->deflate ||
 		    (j->in_len > 0 && j->out_len + j->in_len / 64 >= j->in_len))
 			c->method = ZIP_METHOD_STORE;
+		atomic_store(&e->stored, c->method == ZIP_METHOD_STORE);
 		c->csize = 0;
 		if (zipw_begin(sv->w, e->path, strlen(e->path),
 			       S_IFREG | e->mode, e->mtime_ns, c->method,
@@ -842,10 +855,11 @@ static int write_file(struct save *sv, struct sentry *e)
 			store = true;
 		crc = libdeflate_crc32(crc, j->in, got);
 		XXH3_128bits_update(xs, j->in, got);
-		j->hash = XXH3_64bits(j->in, got);
 		j->in_len = got;
 		j->first = first;
-		j->deflate = !store;
+		/* Chunks queued before the writer decided are deflated
+		 * for nothing; at most the ring's worth. */
+		j->deflate = !store && !atomic_load(&e->stored);
 		j->last = got < want || done + got >= limit;
 		first = false;
 		done += got;
@@ -1139,8 +1153,6 @@ static char *manifest_text(struct save *sv, int64_t created)
 	return b.p;
 }
 
-/* A small entry written whole from memory (a link target, the manifest),
- * scanned like every other byte the save writes. */
 /* Scans bytes held in memory; path names them in a refusal. */
 static int scan_text(struct save *sv, const char *path, const char *data,
 		     size_t len)
@@ -1176,20 +1188,14 @@ static int scan_run(struct save *sv)
 	return rc;
 }
 
+/* A small entry written whole from memory (the manifest), scanned like
+ * every other byte the save writes. */
 static int write_small(struct save *sv, const char *path, uint32_t mode,
 		       int64_t mtime, const char *data, size_t len)
 {
-	uint32_t crc = (uint32_t)crc32(0, (const Bytef *)data, (uInt)len);
 	int rc = scan_text(sv, path, data, len);
 
-	if (rc < 0)
-		return rc;
-	if (zipw_begin(sv->w, path, strlen(path), mode, mtime, ZIP_METHOD_STORE,
-		       len) < 0 ||
-	    zipw_data(sv->w, data, len) < 0 ||
-	    zipw_end(sv->w, crc, len, len) < 0)
-		return write_failed(sv, path);
-	return 0;
+	return rc < 0 ? rc : write_stored(sv, path, mode, mtime, data, len);
 }
 
 static int write_entries(struct save *sv)
@@ -1262,7 +1268,6 @@ int ckpt_save(int dirfd, const char *file, const struct ckpt_save_opts *o,
 	struct save sv = {
 		.o = o, .res = res ? res : &dummy, .err = err ? err : &local};
 	char tmp[300], *manifest = NULL;
-	struct timespec now;
 	int64_t created;
 	int fd = -1, rc;
 
@@ -1309,10 +1314,7 @@ int ckpt_save(int dirfd, const char *file, const struct ckpt_save_opts *o,
 	rc = write_entries(&sv);
 	if (rc < 0)
 		goto out;
-	clock_gettime(CLOCK_REALTIME, &now);
-	created = o->created_ns
-			  ? o->created_ns
-			  : (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	created = o->created_ns ? o->created_ns : ckpt_now_ns();
 	rc = scan_run(&sv);
 	if (rc < 0)
 		goto out;

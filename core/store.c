@@ -84,13 +84,11 @@ struct ckpt_store {
 	uint64_t poisonings;	    /* archive_poisonings() last seen */
 };
 
-static int64_t now_ns(void);
-
 /* Marks a change to the listings; the clock never repeats a value, so a
  * change within one tick of the last is still seen. */
 static void touch(struct ckpt_store *s)
 {
-	int64_t was = atomic_load(&s->changed_ns), now = now_ns();
+	int64_t was = atomic_load(&s->changed_ns), now = ckpt_now_ns();
 
 	while (!atomic_compare_exchange_weak(&s->changed_ns, &was,
 					     now > was ? now : was + 1))
@@ -108,9 +106,7 @@ int64_t ckpt_store_changed_ns(struct ckpt_store *s)
 	return atomic_load(&s->changed_ns);
 }
 
-/* Claims name for indexing; false when another thread is indexing it
- * (then it has waited until that one finished, and the caller looks
- * again).  Without room to record it, indexing goes ahead regardless. */
+/* Whether another thread is indexing name; caller holds indexing_lock. */
 static bool indexing_busy(const struct ckpt_store *s, const char *name)
 {
 	for (unsigned i = 0; i < s->nindexing; i++)
@@ -119,6 +115,9 @@ static bool indexing_busy(const struct ckpt_store *s, const char *name)
 	return false;
 }
 
+/* Claims name for indexing; false when another thread is indexing it
+ * (then it has waited until that one finished, and the caller looks
+ * again).  Without room to record it, indexing goes ahead regardless. */
 static bool indexing_claim(struct ckpt_store *s, const char *name)
 {
 	bool mine = true;
@@ -889,7 +888,6 @@ struct journal {
 };
 
 static const char *refusal_code(const struct ckpt_err *e);
-static int64_t now_ns(void);
 
 static struct journal *journal_of(struct ckpt_store *s)
 {
@@ -966,7 +964,7 @@ static char *journal_status(struct journal *j)
 		}
 		cJSON_AddNumberToObject(
 			x, "duration",
-			(double)((o->running ? now_ns() : o->end_ns) -
+			(double)((o->running ? ckpt_now_ns() : o->end_ns) -
 				 o->start_ns) /
 				1e9);
 		line = cJSON_PrintUnformatted(x);
@@ -982,7 +980,7 @@ static char *journal_status(struct journal *j)
 	return out;
 }
 
-static int64_t now_ns(void)
+int64_t ckpt_now_ns(void)
 {
 	struct timespec ts;
 
@@ -1021,7 +1019,7 @@ static int journal_start(struct journal *j, const char *name,
 	}
 	free(j->o[slot]);
 	snprintf(o->name, sizeof(o->name), "%s", name);
-	o->start_ns = now_ns();
+	o->start_ns = ckpt_now_ns();
 	o->running = true;
 	j->o[slot] = o;
 	j->head = (slot + 1) % JOURNAL;
@@ -1137,7 +1135,7 @@ static void journal_end(struct ckpt_store *s, struct outcome *o, int rc,
 	pthread_mutex_lock(&j->lock);
 	o->running = false;
 	o->rc = rc;
-	o->end_ns = now_ns();
+	o->end_ns = ckpt_now_ns();
 	if (why)
 		o->why = *why;
 	if (res)
@@ -1459,13 +1457,16 @@ int ckpt_store_error(struct ckpt_store *s, size_t i, char **name, char **text,
 
 	pthread_mutex_lock(&j->lock);
 	if (i < j->nr) {
-		*name = strdup(j->r[i].name);
-		*text = j->r[i].text ? strdup(j->r[i].text) : NULL;
-		*len = *text ? strlen(*text) : 0;
-		rc = *name ? 0 : -ENOMEM;
-		if (rc == 0 && !*text) {
-			free(*name);
-			rc = -ENODATA; /* cleared by a later success */
+		const char *t = j->r[i].text;
+		rc = t ? 0 : -ENODATA; /* cleared by a later success */
+		if (rc == 0 && !(*name = strdup(j->r[i].name)))
+			rc = -ENOMEM;
+		if (rc == 0 && text) {
+			*len = strlen(t);
+			if (!(*text = strdup(t))) {
+				free(*name);
+				rc = -ENOMEM;
+			}
 		}
 	}
 	pthread_mutex_unlock(&j->lock);

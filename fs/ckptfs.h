@@ -33,8 +33,8 @@ enum {
 /* So do the texts of the control files: each text taken gets a nodeid of
  * its own (files.c), so that content under a nodeid never changes, as in
  * checkpoints.  The low 20 bits are the file's fixed number. */
-#define TEXT_BIT  (1ull << 61)
-#define TEXT_BASE 0xfffffu
+#define TEXT_BIT       (1ull << 61)
+#define TEXT_BASE_MASK 0xfffffu
 
 static inline bool is_archive_ino(fuse_ino_t ino)
 {
@@ -44,6 +44,11 @@ static inline bool is_archive_ino(fuse_ino_t ino)
 static inline bool is_text_ino(fuse_ino_t ino)
 {
 	return (ino & TEXT_BIT) != 0;
+}
+
+static inline bool is_live(fuse_ino_t ino)
+{
+	return (ino & LIVE_BIT) != 0;
 }
 
 struct live_node;
@@ -114,10 +119,17 @@ void ckptfs_watch_inval(struct ckptfs *fs, fuse_ino_t ino);
 /* current/ has no stable node numbers: each path the kernel holds gets a
  * nodeid until the kernel forgets it.  live_ino() counts one lookup. */
 fuse_ino_t live_ino(struct ckptfs *fs, const char *path);
-/* Records the attributes about to be given for a live nodeid; true when
- * its content changed but its size and mtime did not, which the kernel
- * would not notice on its own (see ckptfs_watch_inval). */
-bool live_told(struct ckptfs *fs, fuse_ino_t ino, const struct ckpt_stat *cs);
+/* Records the attributes about to be given for a live nodeid, and says
+ * how they differ from the last ones: LIVE_BLIND when the content changed
+ * but size and mtime did not, which the kernel would not notice on its
+ * own (see ckptfs_watch_inval). */
+enum live_change {
+	LIVE_SAME,
+	LIVE_CHANGED,
+	LIVE_BLIND
+};
+enum live_change live_told(struct ckptfs *fs, fuse_ino_t ino,
+			   const struct ckpt_stat *cs);
 /* Copies the path of a live nodeid; -ESTALE once forgotten. */
 int live_path(struct ckptfs *fs, fuse_ino_t ino, char *buf, size_t size);
 void live_forget(struct ckptfs *fs, fuse_ino_t ino, uint64_t n);
@@ -131,14 +143,15 @@ ssize_t files_read(struct ckptfs *fs, fuse_ino_t ino, void *buf, size_t size,
 		   uint64_t off, struct ckpt_err *err,
 		   struct ckpt_reader **ahead);
 /* Takes the text of a control file (status, errors/NAME: base is its
- * fixed number) afresh: gives the nodeid it is served under (a new one
- * when it changed), its length and the time it was taken. */
-int files_text(struct ckptfs *fs, fuse_ino_t base, bool lookup_counts,
-	       fuse_ino_t *node, size_t *len, int64_t *mtime_ns);
+ * fixed number) afresh for a lookup: gives the nodeid it is served under
+ * (a new one when it changed), its length and the time it was taken. */
+int files_text(struct ckptfs *fs, fuse_ino_t base, fuse_ino_t *node,
+	       size_t *len, int64_t *mtime_ns);
 /* The length and time of the text a nodeid names; -ESTALE once gone. */
 int files_text_attr(fuse_ino_t node, size_t *len, int64_t *mtime_ns);
 /* The kernel forgot n lookups of ino: what is open for it is dropped (a
- * text, once all its lookups are forgotten).  files_clear drops all. */
+ * text, once all its lookups are forgotten); a current/ file whose source
+ * changed is dropped this way too, with n 0.  files_clear drops all. */
 void files_forget(fuse_ino_t ino, uint64_t n);
 void files_clear(void);
 

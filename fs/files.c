@@ -15,14 +15,14 @@
  * A control file's text is taken each time its name is looked up (never
  * cached by the kernel), and a text that changed gets a new nodeid: what
  * the kernel cached under a nodeid is never stale, and an open file reads
- * the text it was opened on to its end.  A current/ file is opened again
- * when its source changed: another inode, size, mtime or ctime.
+ * the text it was opened on to its end.  A current/ file is dropped, to
+ * be opened again, when ops.c gives the kernel attributes of its source
+ * that changed (another inode, size, mtime or ctime).
  */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "ckptfs.h"
 #include "push.h"
@@ -55,7 +55,6 @@ struct file {
 			 * time. */
 			pthread_mutex_t lock;
 			struct ckpt_live_file *f;
-			struct ckpt_stat seen; /* the source when opened */
 		} live;
 		struct {
 			char *buf;
@@ -184,14 +183,6 @@ static void drop(fuse_ino_t ino, const struct file *f)
 	file_put(gone);
 }
 
-static int64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* The text of a control file: the status, or an errors/NAME report. */
 static int control_text(struct ckptfs *fs, fuse_ino_t base, char **text,
 			size_t *len)
@@ -209,8 +200,8 @@ static int control_text(struct ckptfs *fs, fuse_ino_t base, char **text,
 	return 0;
 }
 
-int files_text(struct ckptfs *fs, fuse_ino_t base, bool lookup_counts,
-	       fuse_ino_t *node, size_t *len, int64_t *mtime_ns)
+int files_text(struct ckptfs *fs, fuse_ino_t base, fuse_ino_t *node,
+	       size_t *len, int64_t *mtime_ns)
 {
 	static uint64_t generation; /* under files_lock */
 	struct file *f = calloc(1, sizeof(*f)), *cur = NULL, *gone[FILES + 1];
@@ -230,7 +221,7 @@ int files_text(struct ckptfs *fs, fuse_ino_t base, bool lookup_counts,
 	/* The newest text of this file, if it is still kept. */
 	for (unsigned i = 0; i < FILES; i++) {
 		struct file *x = texts.v[i];
-		if (x && (x->ino & TEXT_BASE) == base &&
+		if (x && (x->ino & TEXT_BASE_MASK) == base &&
 		    (!cur || x->ino > cur->ino))
 			cur = x;
 	}
@@ -241,13 +232,12 @@ int files_text(struct ckptfs *fs, fuse_ino_t base, bool lookup_counts,
 		f = cur;
 	} else {
 		f->ino = TEXT_BIT | ++generation << 20 | base;
-		f->u.text.mtime_ns = now_ns();
+		f->u.text.mtime_ns = ckpt_now_ns();
 		f->cost = f->u.text.len;
 		n = place(&texts, f, gone);
 		gone[n++] = f; /* the table keeps it */
 	}
-	if (lookup_counts)
-		f->u.text.nlookup++;
+	f->u.text.nlookup++;
 	*node = f->ino;
 	*len = f->u.text.len;
 	*mtime_ns = f->u.text.mtime_ns;
@@ -286,11 +276,9 @@ static int file_open(struct ckptfs *fs, fuse_ino_t ino, struct file **out,
 		return -ENOMEM;
 	f->ino = ino;
 	atomic_init(&f->refs, 1);
-	if (ino & LIVE_BIT) {
+	if (is_live(ino)) {
 		f->kind = K_LIVE;
 		rc = live_path(fs, ino, path, sizeof(path));
-		if (rc == 0)
-			rc = ckpt_live_stat(&fs->save, path, &f->u.live.seen);
 		if (rc == 0)
 			rc = ckpt_live_open(&fs->save, path, &f->u.live.f, err);
 		if (rc == 0)
@@ -321,20 +309,6 @@ static int file_open(struct ckptfs *fs, fuse_ino_t ino, struct file **out,
 	return 0;
 }
 
-/* A current/ file whose source changed since it was opened is stale. */
-static bool stale(struct ckptfs *fs, struct file *f)
-{
-	struct ckpt_stat now;
-	char path[4096];
-
-	if (f->kind != K_LIVE)
-		return false;
-	if (live_path(fs, f->ino, path, sizeof(path)) < 0 ||
-	    ckpt_live_stat(&fs->save, path, &now) < 0)
-		return false; /* reading what was opened still works */
-	return !ckpt_stat_same(&now, &f->u.live.seen);
-}
-
 static int file_get(struct ckptfs *fs, fuse_ino_t ino, struct file **out,
 		    struct ckpt_err *err)
 {
@@ -345,11 +319,10 @@ static int file_get(struct ckptfs *fs, fuse_ino_t ino, struct file **out,
 	pthread_mutex_lock(&files_lock);
 	f = lookup(table_of(ino), ino);
 	pthread_mutex_unlock(&files_lock);
-	if (f && !stale(fs, f)) {
+	if (f) {
 		*out = f;
 		return 0;
 	}
-	file_put(f);
 	rc = file_open(fs, ino, &f, err);
 	if (rc < 0)
 		return rc;

@@ -107,23 +107,26 @@ int live_path(struct ckptfs *fs, fuse_ino_t ino, char *buf, size_t size)
 	return rc;
 }
 
-bool live_told(struct ckptfs *fs, fuse_ino_t ino, const struct ckpt_stat *cs)
+enum live_change live_told(struct ckptfs *fs, fuse_ino_t ino,
+			   const struct ckpt_stat *cs)
 {
 	struct ckptfs_live *l = &fs->live;
 	size_t id = (size_t)(ino & ~LIVE_BIT);
-	bool blind = false;
+	enum live_change c = LIVE_SAME;
 
 	pthread_mutex_lock(&l->lock);
 	if (id >= 1 && id <= l->n && l->nodes[id - 1]) {
 		struct live_node *x = l->nodes[id - 1];
-		blind = x->told_any && !ckpt_stat_same(&x->told, cs) &&
-			x->told.size == cs->size &&
-			x->told.mtime_ns == cs->mtime_ns;
+		if (x->told_any && !ckpt_stat_same(&x->told, cs))
+			c = x->told.size == cs->size &&
+					    x->told.mtime_ns == cs->mtime_ns
+				    ? LIVE_BLIND
+				    : LIVE_CHANGED;
 		x->told = *cs;
 		x->told_any = true;
 	}
 	pthread_mutex_unlock(&l->lock);
-	return blind;
+	return c;
 }
 
 void live_forget(struct ckptfs *fs, fuse_ino_t ino, uint64_t n)

@@ -19,7 +19,6 @@
 #include <sys/stat.h>
 #include <cjson/cJSON.h>
 #include <syslog.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "ckptfs.h"
@@ -410,7 +409,6 @@ int main(int argc, char **argv)
 			    .live = {.lock = PTHREAD_MUTEX_INITIALIZER}};
 	struct ckpt_err err = {0};
 	char store[PATH_MAX], fsname[PATH_MAX + 32];
-	struct timespec now;
 	int rc = 1;
 
 	/* Indexing an archive frees megabytes of temporaries in the arena of
@@ -477,8 +475,7 @@ int main(int argc, char **argv)
 	fs.gid = getgid();
 	fs.timeout = o.timeout;
 	fs.shared = o.others && !o.checked;
-	clock_gettime(CLOCK_REALTIME, &now);
-	fs.mount_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+	fs.mount_ns = ckpt_now_ns();
 
 	/* fsname shows the store in mount(8) and df(1); commas would split
 	 * the option string, so such paths fall back to the bare name. */

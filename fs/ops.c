@@ -27,7 +27,6 @@
 #include <sys/statvfs.h>
 
 #include "ckptfs.h"
-#include "push.h"
 
 #define LATEST	      "latest"
 #define XATTR_USER    "user."
@@ -55,11 +54,6 @@ static int resolve(struct ckptfs *fs, fuse_ino_t ino, struct ckpt_archive **a,
 		return -ENOENT;
 	*node = (uint32_t)ino;
 	return ckpt_store_get_id(fs->store, (uint32_t)(ino >> 32), a);
-}
-
-static bool is_live(fuse_ino_t ino)
-{
-	return (ino & LIVE_BIT) != 0;
 }
 
 /* The archive path of a current/ directory or file ("" for current/). */
@@ -163,6 +157,29 @@ static bool is_error_ino(fuse_ino_t ino)
 	return ino >= INO_ERROR_BASE && ino < INO_ERROR_END;
 }
 
+/* Attributes of a current/ name are about to reach the kernel: a changed
+ * source is opened again at the next read, and pages the kernel cannot
+ * know are stale are dropped. */
+static void live_given(struct ckptfs *fs, fuse_ino_t ino,
+		       const struct ckpt_stat *cs)
+{
+	enum live_change c = live_told(fs, ino, cs);
+
+	if (c != LIVE_SAME)
+		files_forget(ino, 0);
+	if (c == LIVE_BLIND)
+		ckptfs_watch_inval(fs, ino);
+}
+
+/* A control file's text: base is its fixed number. */
+static void text_stat(struct ckptfs *fs, fuse_ino_t base, size_t len,
+		      int64_t mtime, struct stat *st)
+{
+	fixed_attr(fs, INO_STATUS, st, len);
+	st->st_ino = base;
+	set_time(st, mtime);
+}
+
 static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 {
 	struct ckpt_archive *a;
@@ -179,8 +196,7 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 		if (rc == 0) {
 			to_stat(fs, &cs, st);
 			st->st_ino = ino;
-			if (live_told(fs, ino, &cs))
-				ckptfs_watch_inval(fs, ino);
+			live_given(fs, ino, &cs);
 		}
 		return rc;
 	}
@@ -188,12 +204,9 @@ static int getattr_ino(struct ckptfs *fs, fuse_ino_t ino, struct stat *st)
 		size_t len;
 		int64_t mtime;
 		rc = files_text_attr(ino, &len, &mtime);
-		if (rc < 0)
-			return rc;
-		fixed_attr(fs, INO_STATUS, st, len);
-		st->st_ino = ino & TEXT_BASE;
-		set_time(st, mtime);
-		return 0;
+		if (rc == 0)
+			text_stat(fs, ino & TEXT_BASE_MASK, len, mtime, st);
+		return rc;
 	}
 	switch (ino) {
 	case INO_SNAPSHOTS: {
@@ -249,28 +262,29 @@ static bool is_text_name(fuse_ino_t base)
 	return base == INO_STATUS || is_error_ino(base);
 }
 
-static int text_entry(struct ckptfs *fs, fuse_ino_t base, bool counts,
-		      fuse_ino_t *node, struct stat *st)
+/* The attributes of the entry for ino.  A control file's name gets the
+ * nodeid of its text, taken now, in *ino, which counts as a lookup; a
+ * plain listing (looked_up false) needs its type alone and takes none. */
+static int entry_attr(struct ckptfs *fs, fuse_ino_t *ino, bool looked_up,
+		      struct stat *st)
 {
 	size_t len;
 	int64_t mtime;
-	int rc = files_text(fs, base, counts, node, &len, &mtime);
+	fuse_ino_t base = *ino;
+	int rc;
 
-	if (rc < 0)
-		return rc;
-	fixed_attr(fs, INO_STATUS, st, len);
-	st->st_ino = base;
-	set_time(st, mtime);
-	return 0;
-}
-
-/* The attributes of the entry for ino; a control file's name gets the
- * nodeid of its current text in *ino (a lookup, when counts). */
-static int entry_attr(struct ckptfs *fs, fuse_ino_t *ino, bool counts,
-		      struct stat *st)
-{
-	return is_text_name(*ino) ? text_entry(fs, *ino, counts, ino, st)
-				  : getattr_ino(fs, *ino, st);
+	if (!is_text_name(base))
+		return getattr_ino(fs, base, st);
+	if (!looked_up) {
+		memset(st, 0, sizeof(*st));
+		st->st_mode = S_IFREG;
+		st->st_ino = base;
+		return 0;
+	}
+	rc = files_text(fs, base, ino, &len, &mtime);
+	if (rc == 0)
+		text_stat(fs, base, len, mtime, st);
+	return rc;
 }
 
 static void reply_entry(fuse_req_t req, fuse_ino_t ino)
@@ -348,8 +362,7 @@ static void lookup_live(fuse_req_t req, fuse_ino_t parent, const char *name)
 	}
 	to_stat(fs, &cs, &e.attr);
 	e.attr.st_ino = e.ino;
-	if (live_told(fs, e.ino, &cs))
-		ckptfs_watch_inval(fs, e.ino);
+	live_given(fs, e.ino, &cs);
 	fuse_reply_entry(req, &e);
 }
 
@@ -382,16 +395,14 @@ static void ckptfs_op_lookup(fuse_req_t req, fuse_ino_t parent,
 		return;
 	case INO_ERRORS:
 		for (size_t i = 0; i < INO_ERROR_END - INO_ERROR_BASE; i++) {
-			char *n, *text;
-			size_t len;
-			rc = ckpt_store_error(fs->store, i, &n, &text, &len);
+			char *n;
+			rc = ckpt_store_error(fs->store, i, &n, NULL, NULL);
 			if (rc == -ENOENT)
 				break;
 			if (rc < 0)
 				continue;
 			rc = strcmp(n, name);
 			free(n);
-			free(text);
 			if (rc == 0)
 				return reply_entry(req, INO_ERROR_BASE + i);
 		}
@@ -683,10 +694,8 @@ static void list_fixed(struct listing *l, fuse_ino_t ino, off_t off)
 			add_entry(l, "errors", INO_ERRORS, 4);
 	} else if (ino == INO_ERRORS) {
 		for (size_t i = (size_t)off;; i++) {
-			char *n, *text;
-			size_t len;
-			int rc =
-				ckpt_store_error(fs->store, i, &n, &text, &len);
+			char *n;
+			int rc = ckpt_store_error(fs->store, i, &n, NULL, NULL);
 			bool ok = true;
 			if (rc == -ENOENT)
 				break;
@@ -694,7 +703,6 @@ static void list_fixed(struct listing *l, fuse_ino_t ino, off_t off)
 				continue;
 			ok = add_entry(l, n, INO_ERROR_BASE + i, (off_t)i + 3);
 			free(n);
-			free(text);
 			if (!ok)
 				return;
 		}

@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -33,6 +34,9 @@
 static char *watched;
 static int wd = -1;
 
+/* The eventfd wakes the watcher for two reasons: a change the daemon made
+ * to the store (kicked), or pages to drop (inval). */
+static atomic_bool kicked;
 /* Nodeids whose cached pages the kernel must drop (ckptfs_watch_inval). */
 static pthread_mutex_t inval_lock = PTHREAD_MUTEX_INITIALIZER;
 static fuse_ino_t *inval;
@@ -145,8 +149,10 @@ static void *watch(void *arg)
 			 * silently in the request: now tell the kernel. */
 			if (read(fs->kick_fd, &v, sizeof(v)) == sizeof(v)) {
 				drop_pages(fs);
-				refresh(fs);
-				forget_latest(fs);
+				if (atomic_exchange(&kicked, false)) {
+					refresh(fs);
+					forget_latest(fs);
+				}
 			}
 			continue;
 		}
@@ -233,13 +239,19 @@ int ckptfs_watch_start(struct ckptfs *fs, const char *store_dir)
 	return rc;
 }
 
-void ckptfs_watch_kick(struct ckptfs *fs)
+static void wake(struct ckptfs *fs)
 {
 	uint64_t one = 1;
 
-	/* A failed write means a kick is already pending. */
+	/* A failed write means a wake-up is already pending. */
 	if (fs->kick_fd >= 0 && write(fs->kick_fd, &one, sizeof(one)) < 0)
 		return;
+}
+
+void ckptfs_watch_kick(struct ckptfs *fs)
+{
+	atomic_store(&kicked, true);
+	wake(fs);
 }
 
 void ckptfs_watch_inval(struct ckptfs *fs, fuse_ino_t ino)
@@ -256,7 +268,7 @@ void ckptfs_watch_inval(struct ckptfs *fs, fuse_ino_t ino)
 	if (ninval < capinval)
 		inval[ninval++] = ino;
 	pthread_mutex_unlock(&inval_lock);
-	ckptfs_watch_kick(fs);
+	wake(fs);
 }
 
 void ckptfs_watch_stop(struct ckptfs *fs)
